@@ -1,0 +1,65 @@
+"""Turning a unit tree into a running language model, and measuring it.
+
+`load_design_module` executes a tree's composed source, so it runs design code: call
+it only in a child process (designs.measure, the verifier's sandbox) or on trusted
+seeds in tests. Everything here works on the module it returns.
+"""
+
+from __future__ import annotations
+
+import linecache
+import sys
+import types
+from dataclasses import dataclass
+from itertools import count
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from designs.tree import UnitTree
+
+_module_ids = count()
+
+
+def load_design_module(tree: UnitTree, source: str | None = None) -> types.ModuleType:
+    """Execute the composed source of a tree as a fresh module (tracebacks show its lines)."""
+    source = source or tree.compose()
+    name = f"genesys_design_{next(_module_ids)}"
+    filename = f"<design {tree.name}>"
+    module = types.ModuleType(name)
+    module.__file__ = filename
+    sys.modules[name] = module  # dataclasses look their module up here
+    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
+    exec(compile(source, filename, "exec"), module.__dict__)
+    return module
+
+
+def build_lm(module: types.ModuleType, d_model: int, n_block: int, vocab_size: int = 256,
+             device=None, dtype=None, **overrides) -> torch.nn.Module:
+    return module.build_model(d_model=d_model, n_block=n_block, vocab_size=vocab_size,
+                              device=device, dtype=dtype, **overrides)
+
+
+def count_params(module: types.ModuleType, d_model: int, n_block: int, vocab_size: int = 256) -> tuple[int, int]:
+    """(non-embedding, total) parameters, counted on the meta device (no memory, no init)."""
+    model = build_lm(module, d_model, n_block, vocab_size, device="meta")
+    return model.num_params(non_embedding=True), model.num_params(non_embedding=False)
+
+
+@dataclass
+class Flops:
+    forward_per_token: float
+    train_per_token: float  # forward + backward
+
+
+def measure_flops(model: torch.nn.Module, seq_len: int = 256, vocab_size: int = 256) -> Flops:
+    """FLOPs per token counted by torch's FlopCounterMode on one sequence (not estimated)."""
+    tokens = torch.randint(0, vocab_size, (1, seq_len + 1), device=next(model.parameters()).device)
+    with FlopCounterMode(display=False) as counter:
+        loss = model.loss(tokens)
+    forward = counter.get_total_flops()
+    with FlopCounterMode(display=False) as counter:
+        loss.backward()
+    backward = counter.get_total_flops()
+    model.zero_grad(set_to_none=True)
+    return Flops(forward / seq_len, (forward + backward) / seq_len)

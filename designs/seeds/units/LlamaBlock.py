@@ -1,0 +1,35 @@
+import torch
+
+from designs.gau import GAUBase, gau_test
+
+
+class LlamaBlock(GAUBase):
+    """The Llama transformer block: pre-RMSNorm attention (RoPE) and SwiGLU, each in a residual.
+
+    H = X + MHA(RMSNorm(X)); Y = H + SwiGLU(RMSNorm(H)). No biases anywhere.
+    """
+
+    def __init__(self, embed_dim, block_loc, kwarg_all, device=None, dtype=None, **kwargs):
+        self.factory_kwargs = {"device": device, "dtype": dtype}
+        super().__init__(embed_dim, block_loc, kwarg_all)
+        unit_kwargs = dict(embed_dim=self.embed_dim, block_loc=self.block_loc, kwarg_all=self.kwarg_all,
+                           **self.factory_kwargs, **self.kwarg_all)
+        self.attn_norm = RMSNorm(**unit_kwargs)
+        self.attn = MHA(**unit_kwargs)
+        self.ffn_norm = RMSNorm(**unit_kwargs)
+        self.ffn = SwiGLU(**unit_kwargs)
+
+    def _forward(self, X, **Z):
+        H, Z = self.attn_norm(X, **Z)
+        H, Z = self.attn(H, **Z)
+        X = X + H
+        H, Z = self.ffn_norm(X, **Z)
+        H, Z = self.ffn(H, **Z)
+        return X + H, Z
+
+
+@gau_test
+def test_llama_block_shapes(device=None, dtype=None):
+    block = LlamaBlock(32, (0, 2), {}, device=device, dtype=dtype)
+    Y, Z = block(torch.randn(2, 7, 32, device=device, dtype=dtype))
+    assert Y.shape == (2, 7, 32) and isinstance(Z, dict)

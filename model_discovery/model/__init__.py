@@ -1,0 +1,1 @@
+"""See model_discovery/__init__.py."""
