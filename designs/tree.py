@@ -455,7 +455,7 @@ def _problems(tree: UnitTree, complete: bool) -> list[str]:
     if cycle:
         problems.append("cycle: " + " -> ".join(cycle))
     if complete and not cycle:
-        for name in tree.missing():
+        for name in (n for n in tree.missing() if n in tree.declares):
             problems.append(f"child {name!r} is declared but never implemented")
     return problems
 

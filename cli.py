@@ -1,0 +1,146 @@
+"""Genesys command line: `python cli.py ...` (installed as the console script `genesys`)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from designs.archive import ArchiveError, UnknownDesign
+from designs.catalog import entries, open_archive, resolve, run_dir_default
+from designs.measure import MeasureError, measure_isolated
+from designs.sizing import SizingError
+from designs.tree import TreeError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="Genesys: language-model agents that discover language-model architectures.")
+designs_app = typer.Typer(no_args_is_help=True, help="The designs: seeds and everything discovered or imported.")
+app.add_typer(designs_app, name="designs")
+console = Console()
+
+REFERENCE_SIZE = (256, 4)  # (d_model, n_block) at which `designs list` counts parameters
+RunDir = typer.Option(None, "--run-dir", help="Run directory whose archive to use "
+                      "[default: $GENESYS_RUN_DIR or runs/default]")
+
+
+def fails_cleanly(command):
+    """Known errors end the command with one line on stderr and exit code 2."""
+
+    @functools.wraps(command)
+    def run(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except (TreeError, SizingError, UnknownDesign, ArchiveError, MeasureError, OSError) as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(2) from None
+
+    return run
+
+
+def _measure_one(tree, **job) -> list[dict]:
+    reply = measure_isolated([{"tree": tree.to_dict(), **job}])[0]
+    if not reply["ok"]:
+        raise MeasureError(f"design {tree.name}: {reply['error']}")
+    return reply["sizes"]
+
+
+def _paper(meta: dict) -> str:
+    paper = meta.get("paper") or {}
+    if not paper:
+        return ""
+    ref = f"arXiv {paper['arxiv']}" if paper.get("arxiv") else paper.get("venue", "")
+    return f"{paper.get('title', '')} ({paper.get('year', '')}; {ref})"
+
+
+@designs_app.command("list")
+@fails_cleanly
+def designs_list(run_dir: Path = RunDir):
+    """Every design: name, family, paper, non-embedding parameters at a reference size."""
+    with open_archive(run_dir or run_dir_default()) as archive:
+        found = entries(archive)
+    replies = measure_isolated([{"tree": e.tree.to_dict(), "sizes": [REFERENCE_SIZE]} for e in found])
+    d, n = REFERENCE_SIZE
+    table = Table(title=f"designs ({len(found)})")
+    for column in ("name", "status", "family", "paper", f"params (d_model={d}, {n} blocks)"):
+        table.add_column(column, overflow="fold")
+    for entry, reply in zip(found, replies):
+        params = f"{reply['sizes'][0]['non_embedding_params']:,}" if reply["ok"] else "does not build"
+        table.add_row(entry.name, entry.status, entry.family or "", _paper(entry.tree.meta), params)
+    console.print(table)
+
+
+@designs_app.command("show")
+@fails_cleanly
+def designs_show(
+    name: str,
+    target: list[int] = typer.Option([500_000, 3_000_000, 14_000_000], "--target",
+                                     help="Non-embedding parameter targets to size the design to"),
+    seq_len: int = typer.Option(256, help="Sequence length at which FLOPs per token are measured"),
+    run_dir: Path = RunDir,
+):
+    """A design's unit tree, its description, and its size and FLOPs/token at each target."""
+    with open_archive(run_dir or run_dir_default()) as archive:
+        tree = resolve(name, archive)
+    console.print(tree.view(), highlight=False, markup=False)
+    if tree.meta.get("description"):
+        console.print(f"\n{tree.meta['description']}", highlight=False, markup=False)
+    if _paper(tree.meta):
+        console.print(f"paper: {_paper(tree.meta)}", highlight=False, markup=False)
+    console.print(f"fingerprint: {tree.fingerprint()}")
+    table = Table(title=f"{name} sized to targets (byte vocabulary, FLOPs at {seq_len} tokens)")
+    for column in ("target", "d_model", "n_block", "non-emb params", "error", "total params",
+                   "fwd FLOPs/token", "train FLOPs/token"):
+        table.add_column(column, justify="right")
+    for size in _measure_one(tree, targets=target, flops_seq_len=seq_len):
+        table.add_row(f"{size['target']:,}", str(size["d_model"]), str(size["n_block"]),
+                      f"{size['non_embedding_params']:,}", f"{size['error']:+.2%}", f"{size['total_params']:,}",
+                      f"{size['flops_forward_per_token'] / 1e6:.2f}M", f"{size['flops_train_per_token'] / 1e6:.2f}M")
+    console.print(table)
+
+
+@designs_app.command("export")
+@fails_cleanly
+def designs_export(name: str, out: Path = typer.Option(..., "--out", help="Python file to write"),
+                   run_dir: Path = RunDir):
+    """Write a design as one standalone Python module (needs only torch; run it to smoke-test)."""
+    with open_archive(run_dir or run_dir_default()) as archive:
+        source = resolve(name, archive).compose()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text(source)
+    os.replace(partial, out)
+    typer.echo(f"wrote {out} ({len(source.splitlines())} lines); run it with: python {out}")
+
+
+@designs_app.command("import")
+@fails_cleanly
+def designs_import(file: Path, name: str = typer.Option(None, help="Store under this name instead"),
+                   run_dir: Path = RunDir):
+    """Import a design in the Genesys paper's implementation.json layout (or a Genesys tree JSON)."""
+    from designs.genesys_format import load_genesys_file
+
+    tree = load_genesys_file(file)
+    if name:
+        tree.name = name
+    size = _measure_one(tree, sizes=[REFERENCE_SIZE])[0]  # it must build before it is stored
+    with open_archive(run_dir or run_dir_default()) as archive:
+        record = archive.record_design(tree.name, tree.to_dict(), tree.fingerprint(), mode="import",
+                                       status="imported", family=tree.meta.get("family"),
+                                       meta={"source": str(file)})
+    d, n = REFERENCE_SIZE
+    typer.echo(f"imported {record.name} ({len(tree.units)} units, {size['non_embedding_params']:,} "
+               f"non-embedding params at d_model={d}, {n} blocks) into {archive.location}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Finding designs by name: the seed library first, then a run directory's archive.
+
+Seeds are recorded in the archive the first time it is opened through here, so a
+run's archive holds every design its commands can name.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from designs.archive import Archive, ArchiveError, UnknownDesign
+from designs.seeds import load_seed, seed_names
+from designs.tree import UnitTree
+
+DEFAULT_RUN_DIR = "runs/default"
+
+
+def run_dir_default() -> Path:
+    return Path(os.environ.get("GENESYS_RUN_DIR", DEFAULT_RUN_DIR))
+
+
+def open_archive(run_dir: str | os.PathLike) -> Archive:
+    """The archive of a run directory (created if new), with the seed library recorded in it."""
+    archive = Archive.open(run_dir)
+    for name in seed_names():
+        tree = load_seed(name)
+        try:
+            archive.record_design(name, tree.to_dict(), tree.fingerprint(), mode="seed", status="seed",
+                                  family=tree.meta.get("family"), meta={"paper": tree.meta.get("paper")})
+        except ArchiveError as e:  # the seed library changed since this run recorded it
+            warnings.warn(f"seed {name}: {e}; commands use the current seed library", stacklevel=2)
+    return archive
+
+
+@dataclass
+class Entry:
+    name: str
+    tree: UnitTree
+    mode: str
+    status: str
+    family: str | None
+
+
+def resolve(name: str, archive: Archive) -> UnitTree:
+    """The tree of a design by name; UnknownDesign (with close names) when there is none."""
+    if name in seed_names():
+        return load_seed(name)
+    return UnitTree.from_dict(archive.load_tree_json(name))
+
+
+def entries(archive: Archive) -> list[Entry]:
+    """Every design the archive holds, seeds first."""
+    records = sorted(archive.list_designs(), key=lambda r: (r.mode != "seed", r.name))
+    return [Entry(r.name, resolve(r.name, archive), r.mode, r.status, r.family) for r in records]
+
+
+__all__ = ["Entry", "UnknownDesign", "entries", "open_archive", "resolve", "run_dir_default"]
