@@ -1,0 +1,2 @@
+"""Verification: sandbox, checkers, data, trainer, evaluation, ladder of scales, fitness.
+Built by later issues."""
