@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import os
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from designs.archive import ArchiveError, UnknownDesign
+from designs.genesys_format import load_genesys
 from designs.catalog import entries, open_archive, resolve, run_dir_default
 from designs.measure import MeasureError, measure_isolated
 from designs.sizing import SizingError
@@ -123,9 +123,7 @@ def designs_export(name: str, out: Path = typer.Option(..., "--out", help="Pytho
 def designs_import(file: Path, name: str = typer.Option(None, help="Store under this name instead"),
                    run_dir: Path = RunDir):
     """Import a design in the Genesys paper's implementation.json layout (or a Genesys tree JSON)."""
-    from designs.genesys_format import load_genesys_file
-
-    tree = load_genesys_file(file)
+    tree = load_genesys(file)
     if name:
         tree.name = name
     size = _measure_one(tree, sizes=[REFERENCE_SIZE])[0]  # it must build before it is stored

@@ -49,7 +49,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -177,8 +177,8 @@ class _UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -375,7 +375,9 @@ class Archive:
     def load_tree_json(self, name: str) -> dict[str, Any]:
         return self.artifacts.get_json(self.get_design(name).tree_hash)
 
-    def list_designs(self, status: str | None = None, mode: str | None = None) -> list[DesignRecord]:
+    def list_designs(
+        self, status: str | None = None, mode: str | None = None
+    ) -> list[DesignRecord]:
         """Designs in the order they were recorded, optionally filtered."""
         query = select(Design).order_by(Design.created_at, Design.name)
         if status is not None:
@@ -425,7 +427,9 @@ class Archive:
             stored = s.scalars(select(Verification).filter_by(**identity)).one()
             return _record(VerificationRecord, stored)
 
-    def verifications(self, design: str | None = None, rung: str | None = None) -> list[VerificationRecord]:
+    def verifications(
+        self, design: str | None = None, rung: str | None = None
+    ) -> list[VerificationRecord]:
         query = select(Verification).order_by(Verification.id)
         if design is not None:
             query = query.where(Verification.design == design)
@@ -512,7 +516,8 @@ class Archive:
         Safe against a concurrent writer of the same key: one of them inserts,
         the other waits for it and does nothing.
         """
-        dialect_insert = postgresql_insert if s.bind.dialect.name == "postgresql" else sqlite_insert
+        postgres = self._engine.dialect.name == "postgresql"
+        dialect_insert = postgresql_insert if postgres else sqlite_insert
         statement = dialect_insert(model).values(**row).on_conflict_do_nothing()
         key = model.__table__.primary_key.columns  # RETURNING: rowcount is not portable
         return s.execute(statement.returning(*key)).first() is not None
@@ -566,7 +571,7 @@ def _record(record_type: type, row: Base) -> Any:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 # ---------------------------------------------------------------------------

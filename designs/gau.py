@@ -105,7 +105,9 @@ class GAUBase(nn.Module):
         super().__init__()
         self.embed_dim = embed_dim
         self.block_loc = tuple(block_loc)
-        self.kwarg_all = dict(kwarg_all)
+        # The same dict object as the parent's, as in the paper: a parent may set a key
+        # (say, a head count) just before building the child that reads it.
+        self.kwarg_all = kwarg_all
 
     def _forward(self, X, **Z):
         raise NotImplementedError(f"{type(self).__name__} must implement _forward(self, X, **Z)")
@@ -117,6 +119,9 @@ class GAUBase(nn.Module):
             raise GAUContractError(
                 f"{name}: input X must be (batch, seq, {self.embed_dim}), got {tuple(X.shape)}"
             )
+        dtype = getattr(self, "factory_kwargs", {}).get("dtype")
+        if dtype is not None and X.dtype != dtype:  # as in the paper: X arrives in the unit's dtype
+            X = X.to(dtype)
         named = _z_keys(type(self)._forward)
         out = self._forward(X, **{k: v for k, v in Z.items() if k in named})
         if isinstance(out, tuple):

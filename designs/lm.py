@@ -43,15 +43,17 @@ class DesignLM(nn.Module):
         self.config = config
         d, n = config.d_model, config.n_block
         self.embedding = nn.Embedding(config.vocab_size, d, **factory)
-        self.blocks = nn.ModuleList(
-            root_unit(embed_dim=d, block_loc=(i, n), kwarg_all=kwarg_all, **factory, **kwarg_all)
-            for i in range(n)
-        )
+        self.blocks = nn.ModuleList(self._block(root_unit, i, dict(kwarg_all), factory) for i in range(n))
         self.norm_out = nn.RMSNorm(d, eps=config.norm_eps, **factory)
         self.lm_head = nn.Linear(d, config.vocab_size, bias=False, **factory)
         self.lm_head.weight = self.embedding.weight
         if torch.device(device or "cpu").type != "meta":
             self.init_weights()
+
+    def _block(self, root_unit: type, i: int, kwarg_all: dict, factory: dict) -> nn.Module:
+        """Block i, with its own copy of the hyperparameters (units may edit them while building)."""
+        d, n = self.config.d_model, self.config.n_block
+        return root_unit(embed_dim=d, block_loc=(i, n), kwarg_all=kwarg_all, **factory, **kwarg_all)
 
     def init_weights(self) -> None:
         """GPT-2 init for linear and embedding layers, then each unit's own `_init_weights`."""

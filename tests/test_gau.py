@@ -56,11 +56,17 @@ def test_bad_update_is_reported():
         BadUpdate(4, (0, 1), {})(torch.randn(1, 2, 4))
 
 
-def test_kwarg_all_is_copied_per_unit():
+def test_kwarg_all_is_shared_with_children_as_in_the_paper():
     shared = {"n_heads": 4}
     unit = Writer(8, (0, 1), shared)
-    unit.kwarg_all["n_heads"] = 8
-    assert shared == {"n_heads": 4} and unit.block_loc == (0, 1)
+    unit.kwarg_all["head_dim"] = 2  # a parent setting a key for the child it builds next
+    assert shared == {"n_heads": 4, "head_dim": 2} and unit.block_loc == (0, 1)
+
+
+def test_input_is_cast_to_the_units_dtype():
+    unit = Writer(4, (0, 1), {}, dtype=torch.float64)
+    Y, _ = unit(torch.randn(1, 2, 4, dtype=torch.float32))
+    assert Y.dtype == torch.float64
 
 
 def test_gau_test_marks_functions_with_or_without_arguments():
