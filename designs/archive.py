@@ -13,8 +13,9 @@ One archive per evolution run. It holds
 Usage::
 
     with Archive.open("runs/r1") as archive:          # SQLite, runs/r1/archive.db
-        archive.record_design("gpt2", tree.to_json(), tree.fingerprint(),
+        archive.record_design("gpt2", tree.to_dict(), tree.fingerprint(),
                               mode="seed", status="seed")
+        tree = UnitTree.from_dict(archive.load_tree_json("gpt2"))
         curves = archive.artifacts.put_json({"loss": [...]})
         archive.record_verification("gpt2", rung="14M", seed=0, corpus_fp=...,
                                     tokenizer_fp=..., metrics={...},
@@ -30,7 +31,9 @@ key the caller chooses (an LLM call id, say). Doing the same write twice,
 or racing another process to it, leaves one row. Artifacts are written before
 the rows that name them, so a row never points at a missing file.
 
-Reads return frozen dataclasses; callers never see a session.
+Reads return frozen dataclasses; callers never see a session. Big things go in
+`archive.artifacts` (designs/artifacts.py), content-addressed files whose
+hashes the rows carry.
 
 Schema changes: bump SCHEMA_VERSION, change the models, and register
 ``MIGRATIONS[new_version] = fn`` where ``fn(connection)`` brings a database of
@@ -422,7 +425,7 @@ class Archive:
         row = dict(identity, metrics=metrics, curves_hash=curves_hash, hardware=hardware or {},
                    wall_time_s=wall_time_s, config=config or {}, created_at=_now())
         with self._write() as s:
-            self._get_design(s, design)
+            self._require_design(s, design)
             self._insert_if_absent(s, Verification, row)
             stored = s.scalars(select(Verification).filter_by(**identity)).one()
             return _record(VerificationRecord, stored)
@@ -528,6 +531,11 @@ class Archive:
             raise self._unknown_design(s, name)
         return design
 
+    def _require_design(self, s: Session, name: str) -> None:
+        """Like _get_design, for when only existence matters (cheaper)."""
+        if s.scalar(select(Design.name).where(Design.name == name)) is None:
+            raise self._unknown_design(s, name)
+
     def _unknown_design(self, s: Session, name: str) -> UnknownDesign:
         names = list(s.scalars(select(Design.name)))
         close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
@@ -535,6 +543,8 @@ class Archive:
         return UnknownDesign(f"no design named {name!r} in {self.location}; {hint}")
 
     def _check_parents(self, s: Session, name: str, parents: Sequence[str]) -> None:
+        if not parents:
+            return
         known = set(s.scalars(select(Design.name).where(Design.name.in_(parents))))
         missing = [p for p in parents if p not in known]
         if missing:
