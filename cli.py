@@ -12,8 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from designs.archive import ArchiveError, UnknownDesign
-from designs.genesys_format import load_genesys
-from designs.catalog import entries, open_archive, resolve, run_dir_default
+from designs.catalog import entries, load_design_file, open_archive, resolve, run_dir_default
 from designs.measure import MeasureError, measure_isolated
 from designs.sizing import SizingError
 from designs.tree import TreeError
@@ -46,7 +45,8 @@ def fails_cleanly(command):
 def _measure_one(tree, **job) -> list[dict]:
     reply = measure_isolated([{"tree": tree.to_dict(), **job}])[0]
     if not reply["ok"]:
-        raise MeasureError(f"design {tree.name}: {reply['error']}")
+        prefix = f"design {tree.name}: " if reply["kind"] == "exception" else ""
+        raise MeasureError(prefix + reply["error"])
     return reply["sizes"]
 
 
@@ -87,6 +87,7 @@ def designs_show(
     """A design's unit tree, its description, and its size and FLOPs/token at each target."""
     with open_archive(run_dir or run_dir_default()) as archive:
         tree = resolve(name, archive)
+    sizes = _measure_one(tree, targets=target, flops_seq_len=seq_len)  # before printing: errors stay one line
     console.print(tree.view(), highlight=False, markup=False)
     if tree.meta.get("description"):
         console.print(f"\n{tree.meta['description']}", highlight=False, markup=False)
@@ -97,7 +98,7 @@ def designs_show(
     for column in ("target", "d_model", "n_block", "non-emb params", "error", "total params",
                    "fwd FLOPs/token", "train FLOPs/token"):
         table.add_column(column, justify="right")
-    for size in _measure_one(tree, targets=target, flops_seq_len=seq_len):
+    for size in sizes:
         table.add_row(f"{size['target']:,}", str(size["d_model"]), str(size["n_block"]),
                       f"{size['non_embedding_params']:,}", f"{size['error']:+.2%}", f"{size['total_params']:,}",
                       f"{size['flops_forward_per_token'] / 1e6:.2f}M", f"{size['flops_train_per_token'] / 1e6:.2f}M")
@@ -122,8 +123,8 @@ def designs_export(name: str, out: Path = typer.Option(..., "--out", help="Pytho
 @fails_cleanly
 def designs_import(file: Path, name: str = typer.Option(None, help="Store under this name instead"),
                    run_dir: Path = RunDir):
-    """Import a design in the Genesys paper's implementation.json layout (or a Genesys tree JSON)."""
-    tree = load_genesys(file)
+    """Import a design: the Genesys paper's implementation.json layout, or this project's tree JSON."""
+    tree = load_design_file(file)
     if name:
         tree.name = name
     size = _measure_one(tree, sizes=[REFERENCE_SIZE])[0]  # it must build before it is stored

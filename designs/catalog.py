@@ -6,14 +6,16 @@ run's archive holds every design its commands can name.
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from designs.archive import Archive, ArchiveError, UnknownDesign
+from designs.genesys_format import from_genesys
 from designs.seeds import load_seed, seed_names
-from designs.tree import UnitTree
+from designs.tree import TREE_FORMAT, TreeError, UnitTree
 
 DEFAULT_RUN_DIR = "runs/default"
 
@@ -51,10 +53,22 @@ def resolve(name: str, archive: Archive) -> UnitTree:
     return UnitTree.from_dict(archive.load_tree_json(name))
 
 
+def load_design_file(path: str | os.PathLike) -> UnitTree:
+    """A complete design from a file: this project's tree JSON or the Genesys paper's layout."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise TreeError(f"{path}: not valid JSON: line {e.lineno} column {e.colno}: {e.msg}") from None
+    if isinstance(data, dict) and data.get("format") == TREE_FORMAT:
+        return UnitTree.from_dict(data, where=str(path)).validate()
+    return from_genesys(data, where=str(path))
+
+
 def entries(archive: Archive) -> list[Entry]:
     """Every design the archive holds, seeds first."""
     records = sorted(archive.list_designs(), key=lambda r: (r.mode != "seed", r.name))
     return [Entry(r.name, resolve(r.name, archive), r.mode, r.status, r.family) for r in records]
 
 
-__all__ = ["Entry", "UnknownDesign", "entries", "open_archive", "resolve", "run_dir_default"]
+__all__ = ["Entry", "UnknownDesign", "entries", "load_design_file", "open_archive", "resolve", "run_dir_default"]

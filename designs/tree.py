@@ -169,8 +169,8 @@ class UnitTree:
         return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "UnitTree":
-        return _tree_from_dict(data)
+    def from_dict(cls, data: dict, where: str = "tree JSON") -> "UnitTree":
+        return _tree_from_dict(data, where)
 
     @classmethod
     def from_json(cls, text: str, where: str = "tree JSON") -> "UnitTree":

@@ -42,6 +42,12 @@ def test_designs_export_writes_a_standalone_module(tmp_path):
     assert done.returncode == 0 and "gpt2:" in done.stdout
 
 
+def test_unreachable_size_target_is_one_clear_line():
+    code, out = cli("designs", "show", "gpt2", "--target", "1000")
+    assert code == 2 and out.strip().count("\n") == 0
+    assert out.startswith("error: gpt2: no (d_model, n_block) gives 1,000 non-embedding parameters within 5%")
+
+
 def test_unknown_design_is_one_clear_line():
     code, out = cli("designs", "show", "gtp2")
     assert code == 2
@@ -66,6 +72,17 @@ def test_import_a_genesys_design_then_use_it_by_name(tmp_path):
     assert code == 0 and "class TinyBlock(GAUBase)" in (tmp_path / "tiny.py").read_text()
 
 
+def test_import_this_projects_tree_json(tmp_path):
+    from designs.seeds import load_seed
+
+    tree = load_seed("llama")
+    tree.name = "my_llama"
+    path = tmp_path / "my_llama.json"
+    path.write_text(tree.to_json())
+    code, out = cli("designs", "import", str(path))
+    assert code == 0 and out.startswith("imported my_llama (4 units, 3,164,416 non-embedding params"), out
+
+
 def test_bad_imports_fail_cleanly_and_write_nothing(tmp_path):
     from designs.archive import Archive
 
@@ -73,7 +90,10 @@ def test_bad_imports_fail_cleanly_and_write_nothing(tmp_path):
     broken.write_text(GENESYS_EXAMPLE.read_text().replace("def _forward(self, X", "def _forward(self X", 1))
     not_json = tmp_path / "not.json"
     not_json.write_text("{ nope")
+    bad_tree = tmp_path / "bad_tree.json"
+    bad_tree.write_text('{"format": "genesys.unittree/1", "name": "x", "root": "A", "units": {"A": {"code": 1}}}')
     for path, message in ((broken, "does not parse: line"), (not_json, "not.json"),
+                          (bad_tree, "bad_tree.json.units.A.code: expected str"),
                           (tmp_path / "missing.json", "missing.json")):
         code, out = cli("designs", "import", str(path))
         assert code == 2 and out.startswith("error: ") and message in out, out
