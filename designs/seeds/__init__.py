@@ -26,6 +26,17 @@ def library_units() -> dict[str, str]:
     return {p.stem: p.read_text() for p in sorted(UNITS_DIR.glob("*.py"))}
 
 
+def unit_namespace(name: str) -> dict:
+    """The globals of one library unit's code, executed on its own (trusted seed code only).
+
+    Tests use it to reach a unit's core op functions (say, a chunked and a recurrent
+    form) without building a model. Children are looked up only when the unit is built.
+    """
+    namespace: dict = {"__name__": f"genesys_unit_{name}"}
+    exec(compile(library_units()[name], str(UNITS_DIR / f"{name}.py"), "exec"), namespace)
+    return namespace
+
+
 def seed_names() -> list[str]:
     return sorted(p.stem for p in SEEDS_DIR.glob("*.json"))
 
