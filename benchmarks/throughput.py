@@ -14,8 +14,14 @@ A step is forward + backward + AdamW, fp32 on CPU. Measurements alternate betwee
 two models (A, B, A, B, ...) after warmup, so machine noise falls on both; the median
 of the repeats is reported. Target: the seed's step time within 1.10x the plain one.
 
-    python benchmarks/throughput.py            # 1M and 3M parameters: ~70 s on 2 idle cores, ~3 min busy
-    python benchmarks/throughput.py --quick    # smoke run, a few steps
+Second part, every seed of the library against GPT-2: each seed is sized with
+fit_config to the same targets, and all of them are timed round-robin in one run.
+Target: every seed reaches at least a third of GPT-2's training tokens/s.
+
+    python benchmarks/throughput.py                  # both parts at 1M and 3M parameters
+    python benchmarks/throughput.py --part plain     # the unit-tree overhead only (~70 s)
+    python benchmarks/throughput.py --part seeds --seeds gla mamba2
+    python benchmarks/throughput.py --quick          # smoke run, a few steps
     python benchmarks/throughput.py --json results.json
 """
 
@@ -40,10 +46,11 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from designs.model import load_design_module  # noqa: E402
-from designs.seeds import load_seed  # noqa: E402
+from designs.seeds import load_seed, seed_names  # noqa: E402
 from designs.sizing import SizeConfig, fit_config  # noqa: E402
 
 TARGET_RATIO = 1.10  # the seed's step time may be at most this multiple of the plain one
+SEED_FLOOR = 1 / 3  # every seed's training tokens/s must be at least this fraction of GPT-2's
 LOGIT_TOLERANCE = 1e-5  # largest absolute logit difference allowed between the two models
 
 
@@ -264,6 +271,42 @@ def bench_size(module, target: int, args) -> dict:
             "passed": ratio <= TARGET_RATIO}
 
 
+# ---------------------------------------------------------------- every seed against GPT-2
+
+
+def bench_seeds(target: int, names: list[str], args) -> dict:
+    """Every seed sized to one target, trained round-robin; tokens/s relative to GPT-2's."""
+    gen = torch.Generator().manual_seed(args.seed)
+    batches = [torch.randint(0, args.vocab, (args.batch, args.context + 1), generator=gen) for _ in range(4)]
+    trainers, sizes = {}, {}
+    for name in names:
+        module = load_design_module(load_seed(name))
+        sizes[name] = fit_config(module, target, vocab_size=args.vocab, name=name)
+        torch.manual_seed(args.seed)
+        model = module.build_model(d_model=sizes[name].d_model, n_block=sizes[name].n_block, vocab_size=args.vocab)
+        trainers[name] = Trainer(model, batches)
+    samples = time_pair(trainers, args)
+    models = {name: summarize(times, args.batch * args.context) for name, times in samples.items()}
+    base = models["gpt2"]["tokens_per_s"]
+    rows = []
+    for name in names:
+        relative = models[name]["tokens_per_s"] / base
+        rows.append({"seed": name, **sizes[name].to_dict(), **models[name], "relative_to_gpt2": relative,
+                     "passed": relative >= SEED_FLOOR})
+    return {"target": target, "rows": rows}
+
+
+def print_seed_table(results: list[dict]) -> None:
+    head = f"{'seed':<16}{'target':>11}{'d_model':>8}{'n_block':>8}{'non-emb params':>16}{'median ms':>11}{'tokens/s':>10}"
+    print(head + f"{'vs gpt2':>9}  at least {SEED_FLOOR:.2f}x")
+    print("-" * (len(head) + 23))
+    for result in results:
+        for r in result["rows"]:
+            print(f"{r['seed']:<16}{result['target']:>11,}{r['d_model']:>8}{r['n_block']:>8}"
+                  f"{r['non_embedding_params']:>16,}{r['median_step_ms']:>11.1f}{r['tokens_per_s']:>10,.0f}"
+                  f"{r['relative_to_gpt2']:>8.2f}x  {'PASS' if r['passed'] else 'FAIL'}")
+
+
 # ---------------------------------------------------------------- report
 
 NOISY_SPREAD = 0.10  # interquartile range over median above which a run is flagged as noisy
@@ -310,19 +353,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 warmup step, 3 repeats of 1 step")
     p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument("--part", choices=("plain", "seeds", "all"), default="all",
+                   help="plain: GPT-2 seed vs plain GPT; seeds: every seed vs GPT-2; all: both")
+    p.add_argument("--seeds", nargs="+", default=None, help="seeds to compare with GPT-2 (default: all)")
+    p.add_argument("--seed-repeats", type=int, default=5, help="timed measurements per seed in the seeds part")
     args = p.parse_args(argv)
     if args.quick:
-        args.warmup, args.repeats, args.steps = 1, 3, 1
+        args.warmup, args.repeats, args.steps, args.seed_repeats = 1, 3, 1, 2
     if args.repeats < 1 or args.steps < 1:
         p.error("--repeats and --steps must be at least 1")
     return args
 
 
-def main(argv=None) -> list[dict]:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    start = time.perf_counter()
+def run_plain(args) -> list[dict]:
     tree = load_seed("gpt2")
     module = load_design_module(tree, tree.compose())
     print(f"GPT-2 seed (unit tree) vs plain GPT: {args.batch} x {args.context} tokens per step, "
@@ -336,12 +379,43 @@ def main(argv=None) -> list[dict]:
               f"(max diff {r['max_logit_diff']:.1e}), seed/plain {r['ratio']:.3f}", flush=True)
     print()
     print_table(results)
+    return results
+
+
+def run_seeds(args) -> list[dict]:
+    names = ["gpt2"] + [n for n in (args.seeds or seed_names()) if n != "gpt2"]
+    unknown = sorted(set(names) - set(seed_names()))
+    if unknown:
+        raise SystemExit(f"unknown seeds: {', '.join(unknown)}; seeds: {', '.join(seed_names())}")
+    timing = argparse.Namespace(**{**vars(args), "repeats": args.seed_repeats})
+    print(f"\nEvery seed vs GPT-2 at matched non-embedding parameters: {args.batch} x {args.context} tokens "
+          f"per step, fp32, {args.threads} threads; median of {timing.repeats} round-robin steps", flush=True)
+    results = []
+    for target in args.sizes:
+        results.append(bench_seeds(target, names, timing))
+        print(f"  {target:,}: " + ", ".join(f"{r['seed']} {r['relative_to_gpt2']:.2f}x" for r in results[-1]["rows"]),
+              flush=True)
+    print()
+    print_seed_table(results)
+    return results
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    start = time.perf_counter()
+    results = {}
+    if args.part in ("plain", "all"):
+        results["plain"] = run_plain(args)
+    if args.part in ("seeds", "all"):
+        results["seeds"] = run_seeds(args)
     wall = time.perf_counter() - start
     print(f"\n{wall:.0f} s")
     if args.json:
         meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": machine(),
                 "torch": torch.__version__, "python": platform.python_version(), "wall_s": wall,
-                "target_ratio": TARGET_RATIO}
+                "target_ratio": TARGET_RATIO, "seed_floor": SEED_FLOOR}
         config = {k: v for k, v in vars(args).items() if k != "json"}
         args.json.write_text(json.dumps({"meta": meta, "config": config, "results": results}, indent=1))
     return results
