@@ -113,9 +113,13 @@ def fit_config(module: types.ModuleType, target: int, *, vocab_size: int = 256, 
             if params and abs(params / target - 1) <= tolerance:
                 error = abs(params / target - 1)
                 fits.append((abs(math.log(d / n / aspect)) + 20 * error, d, n))
+    if not fits and step > 8:  # a pinned depth may need finer widths to land within tolerance
+        return fit_config(module, target, vocab_size=vocab_size, tolerance=tolerance, aspect=aspect,
+                          step=step // 2, max_blocks=max_blocks, max_width=max_width, n_block=n_block, name=name)
     if not fits:
-        smallest = _params(module, step, 1, vocab_size, cache)
-        hint = f"; the smallest it builds (d_model={step}, 1 block) has {smallest:,}" if smallest else ""
+        smallest = next(((d, p) for d in range(step, 64 * step + 1, step)
+                         if (p := _params(module, d, 1, vocab_size, cache))), None)
+        hint = f"; the smallest it builds (d_model={smallest[0]}, 1 block) has {smallest[1]:,}" if smallest else ""
         raise SizingError(
             f"{name}: no (d_model, n_block) gives {target:,} non-embedding parameters within "
             f"{tolerance:.0%}{hint}"

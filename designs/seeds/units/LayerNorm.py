@@ -25,4 +25,5 @@ class LayerNorm(GAUBase):
 def test_layernorm_statistics(device=None, dtype=None):
     unit = LayerNorm(16, (0, 1), {}, device=device, dtype=dtype)
     Y, _ = unit(torch.randn(2, 5, 16, device=device, dtype=dtype) * 3 + 1)
-    assert torch.allclose(Y.mean(-1), torch.zeros(2, 5, device=device, dtype=Y.dtype), atol=1e-4)
+    atol = 1e-4 if Y.dtype in (torch.float32, torch.float64) else 3e-2
+    assert torch.allclose(Y.float().mean(-1), torch.zeros(2, 5, device=device), atol=atol)
