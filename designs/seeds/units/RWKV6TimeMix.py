@@ -44,8 +44,9 @@ def rwkv6_chunked(r, k, v, log_w, u, chunk_size: int = 8, state=None):
     b_last = b[..., -1:, :]  # decay through the whole chunk
     # Intra-chunk: A_ij = sum_c r_ic k_jc exp(b_{i-1,c} - b_jc) for j < i; u on the diagonal.
     strictly_lower = torch.ones(C, C, dtype=torch.bool, device=r.device).tril(-1)
-    gap = (b_read.unsqueeze(-2) - b.unsqueeze(-3)).masked_fill(~strictly_lower[:, :, None], -math.inf)
-    A = (r.unsqueeze(-2) * k.unsqueeze(-3) * gap.exp()).sum(-1)
+    gap = b_read.unsqueeze(-2) - b.unsqueeze(-3)  # [B, H, N, C, C, K]: the biggest tensor, so in place
+    pair_decay = gap.masked_fill_(~strictly_lower[:, :, None], -math.inf).exp_()
+    A = (r.unsqueeze(-2) * k.unsqueeze(-3) * pair_decay).sum(-1)
     bonus = (r * u.to(dtype)[None, :, None, None, :] * k).sum(-1)
     o = (A + torch.diag_embed(bonus)) @ v
     # Inter-chunk: the state entering each chunk.
@@ -54,7 +55,7 @@ def rwkv6_chunked(r, k, v, log_w, u, chunk_size: int = 8, state=None):
     entering = []
     for decay_n, U_n in zip(decay.unbind(2), U.unbind(2)):  # unbind: one backward op, not N
         entering.append(S)
-        S = decay_n * S + U_n
+        S = torch.addcmul(U_n, decay_n, S)  # decay_n * S + U_n, in one op
     o = o + (r * b_read.exp()) @ torch.stack(entering, dim=2)
     o = o.reshape(B, H, N * C, V)[:, :, :T]
     return o.to(out_dtype), S

@@ -91,6 +91,7 @@ def ttt_linear_chunked(q, k, v, eta, W0, b0, ln_weight, ln_bias, mini_batch: int
         W'' = W' - tau_last * X^T (eta * G),   b'' = b' - tau_last * sum(eta * G)
     Only the gradient step (G needs W') loops over mini-batches, T / mini_batch steps; the reads
     Q W', the b x b mixing and the layer norms are batched over all mini-batches afterwards.
+    Inside, b is the weight row of a constant feature 1 ([x, 1] [W; b]), so W and b step as one.
     A state that starts mid-mini-batch (n > 0) is handled by padding n dummy tokens in front
     (eta = 0: they change nothing) and adding the carried sums to the first mini-batch; a
     partial last mini-batch is padded the same way behind and returned as (W', b', G^W, G^b, n).
@@ -111,28 +112,31 @@ def ttt_linear_chunked(q, k, v, eta, W0, b0, ln_weight, ln_bias, mini_batch: int
     q, k, v = (x.reshape(B, H, N, mini_batch, K) for x in (q, k, v))
     eta = eta.reshape(B, H, N, mini_batch)
     target = v - k
-    mixing = ((q @ k.transpose(-1, -2) + 1) * eta.unsqueeze(-2)).tril()  # [B, H, N, b, b]
+    # The bias rides along as the weight of a constant feature 1: x W + b = [x, 1] [W; b].
+    k1, q1 = F.pad(k, (0, 1), value=1.0), F.pad(q, (0, 1), value=1.0)  # [B, H, N, b, K + 1]
+    Wb, carried = torch.cat([W, b.unsqueeze(-2)], dim=-2), torch.cat([W_grad, b_grad.unsqueeze(-2)], dim=-2)
+    last = scale[-1]  # tau of a mini-batch's last token: the one its step uses
+    step_size = (last * eta).unsqueeze(-1)  # [B, H, N, b, 1]
     starts, grads = [], []
-    for n, (k_n, target_n, eta_n) in enumerate(zip(k.unbind(2), target.unbind(2), eta.unbind(2))):
-        starts.append((W, b))
-        grad = ttt_linear_inner_grad(k_n @ W + b.unsqueeze(-2), target_n, gamma[:, :, 0], beta[:, :, 0], eps)
-        grads.append(grad)
-        weighted = eta_n.unsqueeze(-1) * grad
-        W_grad = W_grad + k_n.transpose(-1, -2) @ weighted
-        b_grad = b_grad + weighted.sum(-2)
-        if n < N - 1 or back == 0:  # a complete mini-batch: step
-            W, b = W - scale[-1] * W_grad, b - scale[-1] * b_grad
-            W_grad, b_grad = torch.zeros_like(W_grad), torch.zeros_like(b_grad)
-    W_starts = torch.stack([s[0] for s in starts], dim=2)  # [B, H, N, K, K]
-    b_starts = torch.stack([s[1] for s in starts], dim=2).unsqueeze(-2)  # [B, H, N, 1, K]
+    for n, (k_n, target_n, step_n) in enumerate(zip(k1.unbind(2), target.unbind(2), step_size.unbind(2))):
+        starts.append(Wb)
+        grads.append(ttt_linear_inner_grad(k_n @ Wb, target_n, gamma[:, :, 0], beta[:, :, 0], eps))
+        if n == N - 1 and back:  # a partial last mini-batch takes no step
+            break
+        Wb = Wb - k_n.transpose(-1, -2) @ (step_n * grads[-1])
+        if n == 0 and state is not None:
+            Wb = Wb - last * carried
     G = torch.stack(grads, dim=2)  # [B, H, N, b, K]
-    step = mixing @ G  # [B, H, N, b, K]
+    sums = torch.zeros_like(carried)  # after a complete mini-batch nothing is pending
+    if back:  # the partial last mini-batch's sums go to the state
+        sums = k_n.transpose(-1, -2) @ (eta[:, :, -1].unsqueeze(-1) * G[:, :, -1]) + (carried if N == 1 else sums)
+    step = ((q @ k.transpose(-1, -2) + 1) * eta.unsqueeze(-2)).tril() @ G  # [B, H, N, b, K]
     if state is not None:  # the sums carried in by `state` belong to the first mini-batch
-        carried = q[:, :, 0] @ state[2].to(dtype) + state[3].to(dtype).unsqueeze(-2)
-        step = torch.cat([(step[:, :, 0] + carried).unsqueeze(2), step[:, :, 1:]], dim=2)
-    z = q @ W_starts + b_starts - scale[:, None] * step
+        step = torch.cat([(step[:, :, 0] + q1[:, :, 0] @ carried).unsqueeze(2), step[:, :, 1:]], dim=2)
+    z = q1 @ torch.stack(starts, dim=2) - scale[:, None] * step
     o = q + F.layer_norm(z, (K,), eps=eps) * gamma + beta
     o = o.reshape(B, H, N * mini_batch, K)[:, :, n0:n0 + T]
+    W, b, W_grad, b_grad = Wb[..., :-1, :], Wb[..., -1, :], sums[..., :-1, :], sums[..., -1, :]
     return o.to(out_dtype), (W, b, W_grad, b_grad, (n0 + T) % mini_batch)
 
 
