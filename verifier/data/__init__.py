@@ -1,0 +1,1 @@
+"""Data for the verifier: synthetic tasks, corpora and tokenizers."""
