@@ -23,12 +23,16 @@ _module_ids = count()
 
 def load_design_module(tree: UnitTree, source: str | None = None) -> types.ModuleType:
     """Execute the composed source of a tree as a fresh module (tracebacks show its lines)."""
-    source = source or tree.compose()
-    name = f"genesys_design_{next(_module_ids)}"
-    filename = f"<design {tree.name}>"
-    module = types.ModuleType(name)
+    return load_source(source or tree.compose(), tree.name)
+
+
+def load_source(source: str, name: str) -> types.ModuleType:
+    """Execute design source as a fresh module named `<design NAME>` in tracebacks."""
+    module_name = f"genesys_design_{next(_module_ids)}"
+    filename = f"<design {name}>"
+    module = types.ModuleType(module_name)
     module.__file__ = filename
-    sys.modules[name] = module  # dataclasses look their module up here
+    sys.modules[module_name] = module  # dataclasses look their module up here
     linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
     exec(compile(source, filename, "exec"), module.__dict__)
     return module

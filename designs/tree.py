@@ -114,6 +114,7 @@ class _Piece:
     source: str
     is_import: bool
     is_future: bool = False
+    start: int = 1  # line of `source`'s first line in the code it was cut from
 
 
 def split_module(code: str, module: ast.Module) -> list[_Piece]:
@@ -130,7 +131,7 @@ def split_module(code: str, module: ast.Module) -> list[_Piece]:
             continue  # the runtime is inlined
         if is_import:
             text = ast.unparse(stmt)
-        pieces.append(_Piece(_defined_names(stmt), text, is_import, is_future))
+        pieces.append(_Piece(_defined_names(stmt), text, is_import, is_future, start=end - text.count("\n")))
     return pieces
 
 
@@ -267,11 +268,21 @@ class UnitTree:
         The module needs only torch. It defines ROOT_UNIT, KWARG_ALL and
         `build_model(d_model, n_block, vocab_size)`, and runs a smoke test as a script.
         """
+        return self.compose_with_map(include_tests)[0]
+
+    def compose_with_map(self, include_tests: bool = True) -> tuple[str, dict[int, tuple[str, int]]]:
+        """The composed source and where its lines come from: composed line -> (unit, line in its code).
+
+        Tracebacks in design code point into the composed source; the map turns them
+        back into lines of the unit a coder wrote. Runtime, import and footer lines
+        are not in the map.
+        """
         self.validate(complete=True)
         runtime = _runtime_pieces()
         reserved = {n for p in runtime if not p.is_import for n in p.names}
         imports, seen_imports = [], set()
         body = ["# " + "=" * 20 + " Genesys runtime: the GAU contract and the LM wrapper"]
+        origins: list[tuple[int, str, int]] = []  # (index in body, unit, first line in the unit's code)
         for piece in runtime:
             _add_import(piece, imports, seen_imports) if piece.is_import else body.append(piece.source)
         defined: dict[str, tuple[str, str]] = {}
@@ -282,11 +293,20 @@ class UnitTree:
                 if piece.is_import:
                     _add_import(piece, imports, seen_imports)
                 elif _claim_names(piece, name, defined, reserved):
+                    origins.append((len(body), name, piece.start))
                     body.append(piece.source)
         header = f'"""Genesys design {self.name}: composed from its unit tree (fingerprint {self.fingerprint()[:16]})."""'
         future = sorted({p for p in imports if p.startswith("from __future__")})
         rest = [p for p in imports if p not in future]
-        return "\n".join([header, *future, *rest, "", *body, _design_footer(self), ""])
+        head = [header, *future, *rest, ""]
+        line_of_body = [len(head) + 1]  # composed line where each body chunk starts
+        for chunk in body:
+            line_of_body.append(line_of_body[-1] + chunk.count("\n") + 1)
+        line_map = {}
+        for index, unit_name, start in origins:
+            for offset in range(body[index].count("\n") + 1):
+                line_map[line_of_body[index] + offset] = (unit_name, start + offset)
+        return "\n".join([*head, *body, _design_footer(self), ""]), line_map
 
     def _unit_pieces(self, unit: Unit, include_tests: bool) -> list[_Piece]:
         pieces = split_module(unit.code, parse_unit_code(unit.name, unit.code))

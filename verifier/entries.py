@@ -1,0 +1,56 @@
+"""Entry points a sandbox job can name. These run INSIDE the sandbox, next to design code.
+
+Each takes the job request (`source`, `name`, `args`, ...) and returns a JSON-able
+dict, the result's payload. Raising is fine: the sandbox turns exceptions into an
+`exception` / `out_of_memory` / `nonfinite` result with the design's own lines.
+
+- "exec": execute the source as a module; with `args["call"]`, call that function
+  with `args["kwargs"]` and return its value. For exported modules and for tests.
+- "measure": parameter counts, sizing and FLOPs of unit trees (designs.measure jobs).
+- "check": the functional checker (verifier.functional) on the design source.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def _threads() -> None:
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("GENESYS_THREADS", "2")))
+
+
+def exec_source(request: dict) -> dict:
+    from designs.model import load_source
+
+    args = request.get("args", {})
+    module = load_source(request["source"], request.get("name", "design"))
+    if not args.get("call"):
+        return {"defined": sorted(k for k in vars(module) if not k.startswith("_"))}
+    value = getattr(module, args["call"])(**args.get("kwargs", {}))
+    return {"value": value}
+
+
+def measure(request: dict) -> dict:
+    from designs.measure import run_job
+
+    _threads()
+    return {"replies": [run_job(job) for job in request["args"]["jobs"]]}
+
+
+def check(request: dict) -> dict:
+    from verifier.functional import run_functional_checks
+
+    _threads()
+    return run_functional_checks(request["source"], request.get("name", "design"), request.get("args", {}))
+
+
+ENTRIES = {"exec": exec_source, "measure": measure, "check": check}
+
+
+def run(request: dict) -> dict:
+    entry = request.get("entry")
+    if entry not in ENTRIES:
+        raise KeyError(f"unknown sandbox entry point {entry!r}; known: {', '.join(ENTRIES)}")
+    return ENTRIES[entry](request)

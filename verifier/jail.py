@@ -1,0 +1,186 @@
+"""Child-side isolation: namespaces, read-only filesystem, resource limits, dropped privileges.
+
+Runs inside the sandbox's child process before any design code, while that process
+is still single-threaded (torch not imported). Linux only; every step that the OS
+refuses is skipped and recorded, so the caller's result says what was in force.
+
+Layout the design code sees (when mount namespaces are allowed):
+  /            read-only (every mount, recursively)
+  /tmp         a fresh tmpfs (size-capped); /tmp/work is the working directory
+  /tmp/out     the caller's output directory, writable (only when one is given)
+  /dev/shm     a small fresh tmpfs
+  /proc        of its own PID namespace: it sees only its own processes
+and no network interfaces but a down loopback (a new network namespace).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import signal
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 1, 2, 4, 32, 4096, 16384, 1 << 18
+MOUNT_ATTR_RDONLY, AT_FDCWD, AT_RECURSIVE = 1, -100, 0x8000
+SYS_MOUNT_SETATTR = 442  # the same number on every architecture (unified syscall table)
+PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+
+WORKDIR = "/tmp/work"
+OUTDIR = "/tmp/out"
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [("attr_set", ctypes.c_uint64), ("attr_clr", ctypes.c_uint64),
+                ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(source, target, fstype, flags, data=None) -> None:
+    enc = lambda s: s.encode() if isinstance(s, str) else s  # noqa: E731
+    _check(_libc.mount(enc(source), enc(target), enc(fstype), flags, enc(data)), f"mount {target}")
+
+
+def enter_namespaces(config: dict) -> dict:
+    """Unshare network, mount and PID namespaces and lay out the filesystem.
+
+    Returns the isolation record: what is in force and, for what is not, why.
+    The caller must fork afterwards: only children live in the new PID namespace.
+    """
+    iso: dict = {"network": "shared", "filesystem": "shared", "pid_namespace": False, "notes": []}
+    root = os.geteuid() == 0
+    uid, gid = os.getuid(), os.getgid()
+    flags = CLONE_NEWNS | CLONE_NEWPID | (0 if config.get("network") else CLONE_NEWNET)
+    try:
+        _check(_libc.unshare(flags | (0 if root else CLONE_NEWUSER)), "unshare")
+    except OSError as e:
+        iso["notes"].append(f"no namespaces ({e.strerror}): network, filesystem and processes are not isolated")
+        return iso
+    if not root:  # map ourselves to root inside the new user namespace
+        for path, text in (("/proc/self/setgroups", "deny"), ("/proc/self/uid_map", f"0 {uid} 1"),
+                           ("/proc/self/gid_map", f"0 {gid} 1")):
+            with open(path, "w") as f:
+                f.write(text)
+        iso["user_namespace"] = True
+    iso["pid_namespace"] = True
+    iso["network"] = "allowed" if config.get("network") else "none (own network namespace)"
+    try:
+        _layout_filesystem(config)
+        iso["filesystem"] = "read-only, tmpfs /tmp (%d MiB)" % config["workdir_mb"]
+        if config.get("output_dir"):
+            iso["filesystem"] += ", writable /tmp/out"
+    except OSError as e:
+        iso["notes"].append(f"filesystem not read-only ({e.strerror}); writes limited by file permissions")
+        os.makedirs(WORKDIR, exist_ok=True)
+    return iso
+
+
+def _layout_filesystem(config: dict) -> None:
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    out_fd = os.open(config["output_dir"], os.O_RDONLY | os.O_DIRECTORY) if config.get("output_dir") else None
+    attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
+    _check(_libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, b"/", AT_RECURSIVE, ctypes.byref(attr),
+                         ctypes.sizeof(attr)), "read-only /")
+    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={config['workdir_mb']}m,mode=1777")
+    if os.path.isdir("/dev/shm"):
+        _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=64m,mode=1777")
+    os.mkdir(WORKDIR, 0o700)
+    if os.geteuid() == 0 and config.get("readable_paths"):
+        _expose(config["readable_paths"])
+    if out_fd is not None:
+        os.mkdir(OUTDIR, 0o700)
+        _mount(f"/proc/self/fd/{out_fd}", OUTDIR, None, MS_BIND)
+        _mount(None, OUTDIR, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)  # writable again
+        os.close(out_fd)
+
+
+def _hidden_ancestor(path: str) -> str | None:
+    """The outermost directory above `path` that other users may not enter (say, /root)."""
+    parts = os.path.realpath(path).split(os.sep)[1:]
+    for i in range(1, len(parts) + 1):
+        ancestor = os.sep + os.sep.join(parts[:i])
+        if os.path.isdir(ancestor) and not os.stat(ancestor).st_mode & 0o001:
+            return ancestor
+    return None
+
+
+def _expose(paths: list[str]) -> None:
+    """Let the unprivileged uid reach the interpreter and the code it needs, and nothing else there.
+
+    An interpreter installed under a private directory (pyenv in /root, a venv in a home
+    directory) is unreadable once root is dropped. Such a directory is covered with an
+    empty tmpfs and only the needed paths are bind-mounted back, read-only: the job can
+    import Python and the project, and sees nothing else of that home directory.
+    """
+    needed: dict[str, list[tuple[str, int]]] = {}
+    outermost: list[str] = []
+    for path in sorted({os.path.realpath(p) for p in paths if os.path.exists(p)}):
+        if any(path == o or path.startswith(o + os.sep) for o in outermost):
+            continue  # inside a path already bound
+        outermost.append(path)
+        hidden = _hidden_ancestor(path)
+        if hidden:
+            needed.setdefault(hidden, []).append((path, os.open(path, os.O_RDONLY | os.O_PATH)))
+    for hidden, binds in needed.items():
+        _mount("tmpfs", hidden, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+        for path, fd in sorted(binds):
+            if os.path.isdir(f"/proc/self/fd/{fd}"):
+                os.makedirs(path, mode=0o755, exist_ok=True)
+            else:
+                os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+                open(path, "a").close()
+            _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+            _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+            os.close(fd)
+
+
+def confine(config: dict, iso: dict) -> None:
+    """In the forked child: own /proc, die with the parent, resource limits, then drop root."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if iso.get("pid_namespace"):
+        try:
+            _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV)
+        except OSError as e:
+            iso["notes"].append(f"/proc not remounted ({e.strerror}): host processes are visible")
+    limits = {
+        resource.RLIMIT_CORE: 0,
+        resource.RLIMIT_FSIZE: config["file_size_mb"] << 20,
+        resource.RLIMIT_NPROC: config["max_procs"],
+        resource.RLIMIT_NOFILE: 1024,
+    }
+    if config.get("memory_mb"):
+        limits[resource.RLIMIT_DATA] = config["memory_mb"] << 20
+    for which, value in limits.items():
+        _, hard = resource.getrlimit(which)
+        value = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        resource.setrlimit(which, (value, value))
+    if config.get("cpu_s"):
+        soft = int(config["cpu_s"])
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 5))
+    iso["limits"] = {"memory_mb": config.get("memory_mb"), "cpu_s": config.get("cpu_s"),
+                     "max_procs": config["max_procs"], "file_size_mb": config["file_size_mb"]}
+    workdir = WORKDIR if os.path.isdir(WORKDIR) else os.getcwd()
+    if os.geteuid() == 0 and not iso.get("user_namespace"):
+        uid = int(config["uid"])
+        os.chown(workdir, uid, uid)
+        if os.path.isdir(OUTDIR):
+            os.chown(OUTDIR, uid, uid)
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)  # from here the process limit counts against this uid, and root's files are closed
+        iso["uid"] = uid
+    elif os.geteuid() == 0:
+        iso["notes"].append("runs as root of its own user namespace (the invoking user outside)")
+    _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    os.chdir(workdir)
+    iso["workdir"] = workdir
