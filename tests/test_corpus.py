@@ -1,10 +1,13 @@
 """Corpora: the embedded stdlib corpus, local files and globs, splits and fingerprints."""
 
+import json
 import os
 import sysconfig
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from verifier.data.corpus import (
     DOC_SEPARATOR,
@@ -213,3 +216,169 @@ def test_val_fraction_is_validated(tmp_path):
     with pytest.raises(CorpusError, match="val_fraction"):
         load_corpus(str(tmp_path / "a.txt"), val_fraction=1.5)
     assert isinstance(load_corpus(str(tmp_path / "a.txt"), val_fraction=0.2), FileCorpus)
+
+
+# -- pre-tokenized shards ------------------------------------------------------------------
+
+from verifier.data.corpus import HFCorpus, TokenShards, _host, pretokenize, shards_path  # noqa: E402
+from verifier.data.tokenizers import ByteTokenizer, train_bpe  # noqa: E402
+
+
+def test_pretokenize_round_trips_across_shards(text_dir, tmp_path):
+    corpus, tok = load_corpus(str(text_dir)), ByteTokenizer()
+    seen = []
+    shards = pretokenize(corpus, "train", tok, tmp_path / "cache", shard_tokens=500,
+                         progress=lambda done, total: seen.append((done, total)))
+    texts = list(corpus.iter_text("train"))
+    assert len(shards.index["shards"]) > 3 and shards.dtype == np.uint16
+    assert [tok.decode(ids) for ids in shards.documents()] == texts
+    assert shards.num_docs == len(texts) and shards.exhausted
+    assert shards.num_tokens == sum(len(t.encode()) + 1 for t in texts) == shards.num_bytes
+    assert shards.bytes_per_token == 1.0
+    assert seen and seen[-1] == (shards.num_tokens, None)
+    assert shards.index["corpus"]["fingerprint"] == corpus.fingerprint("train")
+    # reading a range that crosses shard boundaries
+    joined = np.concatenate([np.frombuffer(t.encode(), np.uint8).astype(np.uint16).tolist() + [0] for t in texts])
+    assert np.array_equal(shards.tokens(450, 1600), joined[450:1600])
+
+
+def test_pretokenize_with_bpe_counts_bytes_per_token(text_dir, tmp_path):
+    corpus = load_corpus(str(text_dir))
+    tok = train_bpe(corpus, vocab_size=300, cache_dir=tmp_path / "cache")
+    shards = pretokenize(corpus, "validation", tok, tmp_path / "cache")
+    texts = list(corpus.iter_text("validation"))
+    assert [tok.decode(ids) for ids in shards.documents()] == texts
+    assert shards.num_bytes == sum(len(t.encode()) + 1 for t in texts)
+    assert shards.bytes_per_token > 1.0 and shards.vocab_size == tok.vocab_size
+
+
+def test_pretokenize_reuses_its_cache_without_writing(text_dir, tmp_path):
+    corpus, tok, cache = load_corpus(str(text_dir)), ByteTokenizer(), tmp_path / "cache"
+    first = pretokenize(corpus, "train", tok, cache)
+    stamps = {p.name: p.stat().st_mtime_ns for p in first.path.iterdir()}
+    second = pretokenize(load_corpus(str(text_dir)), "train", tok, cache)
+    assert second.path == first.path
+    assert {p.name: p.stat().st_mtime_ns for p in second.path.iterdir()} == stamps
+    assert [p.name for p in (cache / "tokens").iterdir()] == [first.path.name]  # nothing left over
+    # a different budget, split or content is a different cache entry
+    assert pretokenize(corpus, "train", tok, cache, max_tokens=100).path != first.path
+    assert pretokenize(corpus, "validation", tok, cache).path != first.path
+    corpus.files("train")[0].write_text("changed\n", encoding="utf-8")
+    assert pretokenize(corpus, "train", tok, cache).path != first.path
+
+
+def test_pretokenize_ignores_what_a_killed_writer_left(text_dir, tmp_path):
+    corpus, tok, cache = load_corpus(str(text_dir)), ByteTokenizer(), tmp_path / "cache"
+    final = shards_path(corpus, "train", tok, cache)
+    # a half-written folder with no index, and a temporary folder of a dead writer
+    final.mkdir(parents=True)
+    (final / "shard_00000.bin").write_bytes(b"\x07\x00" * 10)
+    dead = final.parent / f".{final.name}.tmp-{_host()}-999999999-abcd"
+    dead.mkdir()
+    (dead / "shard_00000.bin").write_bytes(b"\x01\x00" * 10)
+    with pytest.raises(CorpusError, match="no complete token shards"):
+        TokenShards(final)
+    shards = pretokenize(corpus, "train", tok, cache)
+    assert shards.path == final and not dead.exists()
+    assert [tok.decode(d) for d in shards.documents()] == list(corpus.iter_text("train"))
+    index = json.loads((final / "index.json").read_text())
+    index["shards"][0]["num_tokens"] += 1
+    index["num_tokens"] += 1
+    (final / "index.json").write_text(json.dumps(index))
+    # an index that lies about its shard sizes is not complete either
+    again = pretokenize(corpus, "train", tok, cache)  # rebuilt, not trusted
+    assert again.num_tokens == shards.num_tokens
+
+
+def test_token_budget_and_batches(text_dir, tmp_path):
+    corpus, tok = load_corpus(str(text_dir)), ByteTokenizer()
+    shards = pretokenize(corpus, "train", tok, tmp_path / "cache", max_tokens=1000, shard_tokens=300)
+    assert shards.num_tokens == 1000 and not shards.exhausted
+    assert 990 <= shards.num_bytes <= 1010
+    batch = shards.batch(6, 32, torch.Generator().manual_seed(0))
+    assert batch.shape == (6, 33) and batch.dtype == torch.int64
+    assert int(batch.min()) >= 0 and int(batch.max()) < tok.vocab_size
+    assert torch.equal(batch, shards.batch(6, 32, torch.Generator().manual_seed(0)))
+    assert torch.equal(shards.batch(4, 16, 7), shards.batch(4, 16, np.random.default_rng(7)))
+    stream = shards.tokens().astype(np.int64)
+    for row in shards.batch(20, 64, 3).numpy():  # every window is a contiguous slice
+        assert any(np.array_equal(stream[s:s + 65], row) for s in range(len(stream) - 64))
+    windows = list(shards.eval_batches(4, 99))
+    assert sum(len(w) for w in windows) == (1000 - 1) // 99 and all(w.shape[1] == 100 for w in windows)
+    assert torch.equal(windows[0][1, 0], windows[0][0, -1])  # consecutive, overlapping by one
+    with pytest.raises(CorpusError, match="too few"):
+        shards.batch(1, 5000)
+
+
+def test_pretokenize_stdlib_validation(stdlib, tmp_path):
+    shards = pretokenize(stdlib, "validation", ByteTokenizer(), tmp_path / "cache")
+    assert shards.num_docs == len(stdlib.files("validation")) and shards.bytes_per_token == 1.0
+    assert shards.batch(2, 128, 0).shape == (2, 129)
+
+
+# -- Hugging Face datasets, offline only ------------------------------------------------------
+
+
+@pytest.fixture
+def jsonl(tmp_path):
+    path = tmp_path / "docs.jsonl"
+    with path.open("w", encoding="utf-8") as fh:
+        for i in range(40):
+            fh.write(json.dumps({"text": f"document {i}: " + "ünïcode words " * (i % 7 + 1), "id": i}) + "\n")
+    return path
+
+
+def test_hf_corpus_from_a_local_json_file(jsonl, tmp_path):
+    corpus = load_corpus("hf:json", data_files=str(jsonl), val_docs=4)
+    assert isinstance(corpus, HFCorpus) and not corpus.bounded and corpus.files("train") == []
+    val, train = list(corpus.iter_text("validation")), list(corpus.iter_text("train"))
+    assert [t.split(":")[0] for t in val] == [f"document {i}" for i in range(4)]
+    assert len(train) == 36 and not set(val) & set(train)
+    assert corpus.fingerprint("train") != corpus.fingerprint("validation")
+    assert corpus.fingerprint("train") != load_corpus("hf:json", data_files=str(jsonl), val_docs=5).fingerprint("train")
+    sample = corpus.read_bytes("train", 200, seed=1)
+    assert len(sample) == 200 and sample == corpus.read_bytes("train", 200, seed=1)
+    with pytest.raises(CorpusError, match="token budget"):
+        pretokenize(corpus, "train", ByteTokenizer(), tmp_path / "cache")
+    progress = []
+    shards = pretokenize(corpus, "train", ByteTokenizer(), tmp_path / "cache", max_tokens=500,
+                         progress=lambda done, total: progress.append((done, total)))
+    assert shards.num_tokens == 500 and progress[-1] == (500, 500)
+    assert ByteTokenizer().decode(next(shards.documents())) == train[0]
+
+
+def test_hf_corpus_from_a_saved_dataset(tmp_path):
+    import datasets
+
+    datasets.Dataset.from_dict({"content": [f"row {i}" for i in range(10)]}).save_to_disk(str(tmp_path / "saved"))
+    corpus = load_corpus(f"hf:{tmp_path / 'saved'}", text_field="content", val_docs=2)
+    assert list(corpus.iter_text("validation")) == ["row 0", "row 1"]
+    assert len(list(corpus.iter_text("train"))) == 8
+    with pytest.raises(CorpusError, match="no field 'text'.*content"):
+        list(load_corpus(f"hf:{tmp_path / 'saved'}", val_docs=2).iter_text("train"))
+
+
+def test_hf_names_offline_give_one_clear_line(tmp_path):
+    for spec in ("fineweb-edu", "smollm", "hf:someone/some-data:cfg"):
+        corpus = load_corpus(spec)
+        assert corpus.name == spec
+        with pytest.raises(CorpusError) as err:
+            next(corpus.iter_text("train"))
+        message = str(err.value)
+        assert "can't reach" in message and "--corpus stdlib" in message and "\n" not in message
+        with pytest.raises(CorpusError, match="can't reach"):
+            pretokenize(corpus, "train", ByteTokenizer(), tmp_path / "cache", max_tokens=100)
+    assert load_corpus("fineweb-edu").path == "HuggingFaceFW/fineweb-edu"
+    assert load_corpus("fineweb-edu").config == "sample-10BT"
+
+
+def test_hf_unreachable_hub_fails_fast_without_offline_flags(monkeypatch):
+    # offline flags cleared, the endpoint is a closed local port: the reachability
+    # probe answers before `datasets` gets a chance to retry for half a minute
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HTTPS_PROXY", raising=False)
+    monkeypatch.delenv("https_proxy", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(CorpusError, match=r"can't reach .*127\.0\.0\.1:9.*--corpus stdlib"):
+        next(HFCorpus("someone/some-data", probe_timeout=2.0).iter_text("train"))
