@@ -11,7 +11,12 @@ A corpus is a set of documents split into ``"train"`` and ``"validation"``. Thre
 * ``load_corpus("some/dir")``, ``load_corpus("docs/**/*.md")`` or
   ``load_corpus("files:a.txt,notes/*.md")``: local UTF-8 text files and globs.
   A directory means every non-hidden text file under it.
-* Hugging Face datasets (see ``HFCorpus``).
+* Hugging Face datasets, streamed: ``load_corpus("fineweb-edu")``
+  (HuggingFaceFW/fineweb-edu, sample-10BT), ``"smollm"`` (HuggingFaceTB/smollm-corpus,
+  cosmopedia-v2) or ``"hf:owner/name[:config]"`` (see ``HFCorpus``).
+
+``pretokenize(corpus, split, tokenizer, cache_dir, max_tokens)`` turns any corpus into
+cached memory-mapped ``TokenShards`` that the trainer samples windows from.
 
 Splits of file corpora are BY FILE, never by random chunk: a file belongs to the
 validation split when the SHA-256 of its relative path (POSIX form) falls in the
