@@ -7,35 +7,18 @@ seeds in tests. Everything here works on the module it returns.
 
 from __future__ import annotations
 
-import linecache
-import sys
 import types
 from dataclasses import dataclass
-from itertools import count
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from designs.loader import load_source  # noqa: F401 - re-exported
 from designs.tree import UnitTree
-
-_module_ids = count()
-
 
 def load_design_module(tree: UnitTree, source: str | None = None) -> types.ModuleType:
     """Execute the composed source of a tree as a fresh module (tracebacks show its lines)."""
     return load_source(source or tree.compose(), tree.name)
-
-
-def load_source(source: str, name: str) -> types.ModuleType:
-    """Execute design source as a fresh module named `<design NAME>` in tracebacks."""
-    module_name = f"genesys_design_{next(_module_ids)}"
-    filename = f"<design {name}>"
-    module = types.ModuleType(module_name)
-    module.__file__ = filename
-    sys.modules[module_name] = module  # dataclasses look their module up here
-    linecache.cache[filename] = (len(source), None, source.splitlines(keepends=True), filename)
-    exec(compile(source, filename, "exec"), module.__dict__)
-    return module
 
 
 def build_lm(module: types.ModuleType, d_model: int, n_block: int, vocab_size: int = 256,

@@ -22,7 +22,7 @@ def _threads() -> None:
 
 
 def exec_source(request: dict) -> dict:
-    from designs.model import load_source
+    from designs.loader import load_source
 
     args = request.get("args", {})
     module = load_source(request["source"], request.get("name", "design"))
