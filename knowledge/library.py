@@ -202,10 +202,8 @@ def _load(directory: str) -> dict[str, PaperRecord]:
         raise LibraryError(f"{root}: no record files (*.json)")
     records: dict[str, PaperRecord] = {}
     by_arxiv: dict[str, Path] = {}
-    for path in paths:
+    for path in paths:  # ids equal their (unique) file names, so they are unique too
         record = parse_record(path)
-        if record.id in records:  # unreachable while ids match file names; kept as a guard
-            raise LibraryError(f"{path}: field 'id': duplicate id {record.id!r}")
         if record.arxiv:
             if record.arxiv in by_arxiv:
                 raise LibraryError(f"{path}: field 'arxiv': {record.arxiv} is also the arXiv id of "
