@@ -13,9 +13,10 @@ from rich.table import Table
 
 from designs.archive import ArchiveError, UnknownDesign
 from designs.catalog import entries, load_design_file, open_archive, resolve, run_dir_default
-from designs.measure import MeasureError, measure_isolated
+from designs.measure import MeasureError
 from designs.sizing import SizingError
 from designs.tree import TreeError
+from verifier.sandbox import measure_isolated
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Genesys: language-model agents that discover language-model architectures.")

@@ -1,8 +1,9 @@
-"""Measuring in a child process: results, design errors reported per job, secrets kept out."""
+"""Measuring in the sandbox: results, design errors reported per job, secrets kept out."""
 
 import pytest
 
-from designs.measure import MeasureError, clean_env, measure_isolated
+from designs.measure import MeasureError
+from verifier.sandbox import clean_env, measure_isolated
 from designs.seeds import load_seed
 
 BROKEN_MLP = '''
@@ -51,5 +52,5 @@ def test_secrets_do_not_reach_the_child(monkeypatch):
     for key in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "S2_API_KEY"):
         monkeypatch.setenv(key, "secret")
     monkeypatch.setenv("GENESYS_RUN_DIR", "kept")
-    env = clean_env()
+    env = clean_env(extra={"GENESYS_RUN_DIR": "kept", "MY_API_KEY": "secret"})
     assert not any(v == "secret" for v in env.values()) and env["GENESYS_RUN_DIR"] == "kept"

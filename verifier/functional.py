@@ -92,12 +92,18 @@ class _Checker:
     # ---------------------------------------------------------------- helpers
     def fail(self, check: str, exc: BaseException, fix: str) -> None:
         info = classify(exc, self.line_map)
+        if info["status"] == "out_of_memory":
+            raise exc  # nothing after this is trustworthy: the sandbox reports out_of_memory with the line
         unit, line = None, None
         for frame in reversed(info["frames"]):
             if frame["unit"]:
                 unit, line = frame["unit"], frame["unit_line"]
                 break
         message = info["error"]
+        if info["exception_type"] == "GAUContractError":  # the runtime names the unit that broke it
+            culprit = str(exc).split(":", 1)[0].split(".", 1)[0].strip()
+            if culprit.isidentifier():
+                unit, line = culprit, self._forward_line(culprit)
         if info["frames"]:
             message += "\n" + info["traceback"]
         self.report.error(check, message, fix, unit, line)
@@ -232,15 +238,56 @@ class _Checker:
         if worst > atol:
             bad = sorted({int(p) for p in (leak / scale > atol).nonzero()[:, 1].tolist()})
             t_bad = sorted({int(t) for t in (leak / scale > atol).nonzero()[:, 0].tolist()})
+            unit, line = self._leaky_unit(model, dtype, atol)
             self.report.error(
                 "causality",
                 f"changing tokens at positions >= t changes outputs before t (relative change up to {worst:.2e}); "
                 f"outputs at positions {_ranges(bad)} see tokens at positions {_ranges(t_bad)} or later",
                 "Output at position t may depend only on inputs at positions <= t: use a causal mask in "
                 "attention, left-pad convolutions (pad k-1 on the left, none on the right), and cumulative "
-                "sums/scans that run forward in time (never flip, reverse or pool over the whole sequence).")
+                "sums/scans that run forward in time (never flip, reverse or pool over the whole sequence).",
+                unit, line)
         self._gradient_causality(model, dtype, atol)
         self._batch_independence(model, T)
+
+    def _leaky_unit(self, model, dtype, atol) -> tuple[str | None, int | None]:
+        """The innermost unit that leaks on its own (run alone on random input), and its _forward line."""
+        T, D = self.args["seq_len"], model.config.d_model
+        g = torch.Generator().manual_seed(11)
+        X = torch.randn(1, T, D, generator=g, dtype=dtype)
+        variants = X.repeat(T, 1, 1)
+        future = (torch.arange(T)[None, :] >= torch.arange(T)[:, None])[..., None]
+        variants = torch.where(future, torch.randn(T, T, D, generator=g, dtype=dtype), variants)
+        leaky = []
+        for path, unit in model.blocks[0].named_modules():
+            if not hasattr(unit, "_forward"):
+                continue
+            try:
+                with torch.no_grad():
+                    ref, _ = unit(X)
+                    out, _ = unit(variants)
+            except Exception:  # noqa: BLE001 - a unit that needs Z inputs cannot run alone: skip it
+                continue
+            change = (out - ref).abs().amax(-1).masked_fill(future[..., 0], 0).max().item()
+            if change > atol * (ref.abs().max().item() or 1.0):
+                leaky.append((path, type(unit).__name__))
+        innermost = [name for path, name in leaky if not any(p.startswith(path + ".") or (path == "" and p)
+                                                            for p, _ in leaky if p != path)]
+        if not innermost:
+            return None, None
+        return innermost[0], self._forward_line(innermost[0])
+
+    def _forward_line(self, unit: str) -> int | None:
+        """The line of `def _forward` in a unit's code, through the composed source's line map."""
+        lines = self.source.splitlines()
+        in_class = False
+        for number, text in enumerate(lines, 1):
+            if text.startswith("class "):
+                in_class = text.startswith(f"class {unit}(")
+            elif in_class and text.strip().startswith("def _forward("):
+                mapped = self.line_map.get(str(number))
+                return mapped[1] if mapped else None
+        return None
 
     def _gradient_causality(self, model, dtype, atol) -> None:
         T = min(self.args["seq_len"], 64)
@@ -398,30 +445,33 @@ class _Checker:
             self.report.error("gradients", f"parameter {pname} never changed in {a['train_steps']} training steps: "
                               "it gets no (or always zero) gradient",
                               "Check that it takes part in the output through differentiable ops.")
-        if valid is not None:
-            self._leakage(model, data, valid)
+        self._leakage(model, data, valid if valid is not None else data[-4096:], last)
 
-    def _leakage(self, model, data, valid) -> None:
+    def _leakage(self, model, data, valid, train_last: float) -> None:
+        """Held-out loss (and the last training losses) far below what a causal model can reach."""
         a = self.args
-        L = a["train_seq_len"] + 1
-        n = min(16, (len(valid) - 1) // L)
-        if n < 1:
-            return
-        batch = valid[: n * L].view(n, L)
-        with torch.no_grad():
-            val = model.loss(batch).item()
+        L, B = a["train_seq_len"] + 1, a["batch_size"]
+        n = (len(valid) // L) // B * B  # whole batches, in the training run's shape
+        val = None
+        if n:
+            with torch.no_grad():
+                val = statistics.mean(model.loss(valid[i * L:(i + B) * L].view(B, L)).item()
+                                      for i in range(0, min(n, 4 * B), B))
+            self.metrics["valid_loss"] = round(val, 4)
         counts = torch.bincount(data, minlength=a["vocab_size"]).double()
         p = counts[counts > 0] / counts.sum()
         unigram = float(-(p * p.log()).sum())
         floor = a["leak_floor"] * unigram
-        self.metrics["valid_loss"] = round(val, 4)
         self.metrics["unigram_entropy"] = round(unigram, 4)
-        if val < floor:
-            self.report.error("leakage", f"held-out loss {val:.3f} nats/byte after {a['train_steps']} steps is far "
+        lowest = min(x for x in (val, train_last) if x is not None)
+        if lowest < floor:
+            which = "held-out" if val is not None and val <= train_last else "training"
+            self.report.error("leakage", f"{which} loss {lowest:.3f} nats/byte after {a['train_steps']} steps is far "
                               f"below what a causal model can reach so fast (floor {floor:.3f} = {a['leak_floor']} x "
                               f"the byte entropy {unigram:.3f}): the design sees the tokens it predicts",
                               "Find the path through which position t reads position t+1 or later: masks, "
-                              "convolution padding, reversed or global ops, shifts in the wrong direction.")
+                              "convolution padding, reversed or global ops, shifts in the wrong direction, code "
+                              "that behaves differently for some batch sizes or sequence lengths.")
 
     def args_tokens(self, key: str):
         values = self.args_raw.get(key)

@@ -288,3 +288,19 @@ def _no_reply(code: int | None, max_rss_mb: float | None, limits: Limits) -> tup
             return "crashed", f"the process crashed ({name}) before returning a result"
         return "killed", f"killed by signal {name} before returning a result"
     return "crashed", f"the process exited with code {code} before returning a result"
+
+
+def measure_isolated(jobs: list[dict], timeout: float = 300.0) -> list[dict]:
+    """Run designs.measure jobs (sizing, parameter counts, FLOPs) in the sandbox; one reply per job.
+
+    Raises MeasureError when the sandbox as a whole fails (timeout, crash); a design
+    that fails on its own gets an `{"ok": false, ...}` reply and the others go on.
+    """
+    from designs.measure import MeasureError
+
+    result = run_job("measure", name="measure", args={"jobs": jobs}, limits=Limits(timeout_s=timeout))
+    if result.status == "timeout":
+        raise MeasureError(f"measuring timed out after {timeout:g} s")
+    if not result.ok:
+        raise MeasureError(f"measuring failed: {result.summary()}")
+    return result.payload["replies"]
