@@ -138,6 +138,50 @@ def designs_import(file: Path, name: str = typer.Option(None, help="Store under 
                f"non-embedding params at d_model={d}, {n} blocks) into {archive.location}")
 
 
+@app.command("check")
+@fails_cleanly
+def check(
+    target: str = typer.Argument(..., help="A seed or archived design name, an exported .py module, or a tree JSON"),
+    target_params: int = typer.Option(None, "--target-params", help="The design must size to this many "
+                                      "non-embedding parameters (within --param-tolerance)"),
+    param_tolerance: float = typer.Option(0.05, "--param-tolerance"),
+    efficiency: bool = typer.Option(True, "--efficiency/--no-efficiency",
+                                    help="Compare step time, memory and FLOPs with the GPT-2 seed"),
+    timeout: float = typer.Option(240.0, "--timeout", help="Seconds before the sandbox is killed"),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON (for the archive or scripts)"),
+    run_dir: Path = RunDir,
+):
+    """Check a design: format (static) and function (in the sandbox). Exit code 1 when it has errors."""
+    from verifier.checker import CheckOptions, check_source, check_tree
+    from verifier.sandbox import Limits
+
+    options = CheckOptions(target_params=target_params, param_tolerance=param_tolerance, efficiency=efficiency,
+                           limits=Limits(timeout_s=timeout))
+    path = Path(target)
+    with console.status(f"checking {target} (format, then build, causality, gradients, training, efficiency "
+                        "in the sandbox)"):
+        if path.suffix == ".py" and path.is_file():
+            report = check_source(path.read_text(), path.stem, options)
+        else:
+            if path.suffix == ".json" and path.is_file():
+                tree = load_design_file(path)
+            else:
+                with open_archive(run_dir or run_dir_default()) as archive:
+                    tree = resolve(target, archive)
+            _, report = check_tree(tree, options)
+    if as_json:
+        typer.echo(report.to_json())
+    else:
+        console.print(report.to_markdown(), highlight=False, markup=False)
+        if report.isolation:
+            iso = report.isolation
+            notes = "; ".join(iso.get("notes", [])) or "all in force"
+            console.print(f"sandbox: network {iso.get('network')}, filesystem {iso.get('filesystem')}, "
+                          f"own PID namespace {iso.get('pid_namespace')}, uid {iso.get('uid', 'unchanged')}; "
+                          f"{notes}", highlight=False, markup=False)
+    raise typer.Exit(0 if report.ok else 1)
+
+
 def main() -> None:
     app()
 

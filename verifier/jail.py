@@ -144,14 +144,19 @@ def _expose(paths: list[str]) -> None:
             os.close(fd)
 
 
-def confine(config: dict, iso: dict) -> None:
-    """In the forked child: own /proc, die with the parent, resource limits, then drop root."""
+def become_init(iso: dict) -> None:
+    """In PID 1 of the new namespace: die with the runner, mount the namespace's own /proc."""
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if iso.get("pid_namespace"):
         try:
             _mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV)
         except OSError as e:
             iso["notes"].append(f"/proc not remounted ({e.strerror}): host processes are visible")
+
+
+def confine(config: dict, iso: dict) -> None:
+    """In the job's process: die with its init, resource limits, then drop root."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     limits = {
         resource.RLIMIT_CORE: 0,
         resource.RLIMIT_FSIZE: config["file_size_mb"] << 20,

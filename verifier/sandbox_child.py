@@ -7,12 +7,12 @@ main process for anything but its name. It reads one JSON request on stdin:
      "line_map": {"123": ["MHA", 40], ...}, "args": {...}, "config": {...limits...},
      "env": {...}, "result_fd": 3}
 
-then (1) enters new network, mount and PID namespaces (verifier.jail), (2) forks the
-process that runs the job as PID 1 of its namespace, confined (resource limits,
-dropped privileges, its own working directory), and (3) waits for it. Messages to
+then (1) enters new network, mount and PID namespaces (verifier.jail), (2) forks
+PID 1 of the namespace, which forks the job's process, confined (resource limits,
+dropped privileges, its own working directory), reaps and reports, and (3) waits. Messages to
 the caller go on the result pipe, one JSON object per line: `{"isolation": ...}`,
-then the job's `{"result": ...}`, then this process's `{"runner": ...}` with how
-the job's process ended.
+then the job's `{"result": ...}`, then PID 1's `{"runner": ...}` with how the
+job's process ended.
 """
 
 from __future__ import annotations
@@ -104,8 +104,26 @@ def main() -> None:
     fd = int(request["result_fd"])
     config = request["config"]
     iso = jail.enter_namespaces(config) if config.get("isolate", True) else {"notes": ["isolation disabled"]}
-    pid = os.fork()
-    if pid == 0:
+    init = os.fork()
+    if init == 0:
+        _init(request, config, iso, fd)
+    os.waitpid(init, 0)
+    os._exit(0)
+
+
+def _init(request: dict, config: dict, iso: dict, fd: int) -> None:
+    """PID 1 of the namespace: start the job, reap every process, report how the job ended.
+
+    The job must not be PID 1 itself: the kernel drops signals that PID 1 does not
+    handle (SIGXCPU, SIGTERM), which would hide CPU-limit and kill outcomes.
+    """
+    try:
+        jail.become_init(iso)
+        job = os.fork()
+    except BaseException as exc:  # noqa: BLE001
+        _send(fd, {"result": {"status": "crashed", "error": f"sandbox setup failed: {exc!r}"}})
+        os._exit(70)
+    if job == 0:
         try:
             jail.confine(config, iso)
             os.environ.clear()
@@ -119,13 +137,16 @@ def main() -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
-    _, status, usage = os.wait4(pid, 0)
+    while True:  # reap orphans until the job itself ends
+        pid, status, usage = os.wait4(-1, 0)
+        if pid == job:
+            break
     _send(fd, {"runner": {
         "exit_code": os.waitstatus_to_exitcode(status),
         "max_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
     }})
-    os._exit(0)
+    os._exit(0)  # PID 1 exits: the kernel kills whatever the job left behind
 
 
 if __name__ == "__main__":
