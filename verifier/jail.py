@@ -88,20 +88,38 @@ def enter_namespaces(config: dict) -> dict:
 def _layout_filesystem(config: dict) -> None:
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     out_fd = os.open(config["output_dir"], os.O_RDONLY | os.O_DIRECTORY) if config.get("output_dir") else None
+    keep = _outermost(config.get("readable_paths") or [])
+    scratch = ("/tmp", "/dev/shm")
+    hidden = set()
+    if os.geteuid() == 0:  # root is dropped below: private directories on the way to kept paths must open
+        hidden = {h for h in map(_hidden_ancestor, keep) if h and not any(_under(h, s) for s in scratch)}
     attr = _MountAttr(MOUNT_ATTR_RDONLY, 0, 0, 0)
     _check(_libc.syscall(SYS_MOUNT_SETATTR, AT_FDCWD, b"/", AT_RECURSIVE, ctypes.byref(attr),
                          ctypes.sizeof(attr)), "read-only /")
-    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={config['workdir_mb']}m,mode=1777")
+    _cover("/tmp", f"size={config['workdir_mb']}m,mode=1777", keep)
     if os.path.isdir("/dev/shm"):
-        _mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "size=64m,mode=1777")
-    os.mkdir(WORKDIR, 0o700)
-    if os.geteuid() == 0 and config.get("readable_paths"):
-        _expose(config["readable_paths"])
+        _cover("/dev/shm", "size=64m,mode=1777", keep)
+    for directory in sorted(hidden):
+        _cover(directory, "size=1m,mode=0755", keep)
+    os.makedirs(WORKDIR, 0o700)
     if out_fd is not None:
         os.mkdir(OUTDIR, 0o700)
         _mount(f"/proc/self/fd/{out_fd}", OUTDIR, None, MS_BIND)
         _mount(None, OUTDIR, None, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV)  # writable again
         os.close(out_fd)
+
+
+def _under(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory.rstrip(os.sep) + os.sep)
+
+
+def _outermost(paths: list[str]) -> list[str]:
+    """Real paths that exist, without those inside another one."""
+    out: list[str] = []
+    for path in sorted({os.path.realpath(p) for p in paths if os.path.exists(p)}):
+        if not any(_under(path, o) for o in out):
+            out.append(path)
+    return out
 
 
 def _hidden_ancestor(path: str) -> str | None:
@@ -114,34 +132,24 @@ def _hidden_ancestor(path: str) -> str | None:
     return None
 
 
-def _expose(paths: list[str]) -> None:
-    """Let the unprivileged uid reach the interpreter and the code it needs, and nothing else there.
+def _cover(directory: str, options: str, keep: list[str]) -> None:
+    """Mount a fresh tmpfs on `directory`, then bind the kept paths inside it back, read-only.
 
-    An interpreter installed under a private directory (pyenv in /root, a venv in a home
-    directory) is unreadable once root is dropped. Such a directory is covered with an
-    empty tmpfs and only the needed paths are bind-mounted back, read-only: the job can
-    import Python and the project, and sees nothing else of that home directory.
+    This gives the job an empty private /tmp, and hides private directories (a home
+    holding pyenv or a venv, say /root) except for the interpreter and the code the
+    job must import: a checkout under /tmp or a venv under a home directory still works.
     """
-    needed: dict[str, list[tuple[str, int]]] = {}
-    outermost: list[str] = []
-    for path in sorted({os.path.realpath(p) for p in paths if os.path.exists(p)}):
-        if any(path == o or path.startswith(o + os.sep) for o in outermost):
-            continue  # inside a path already bound
-        outermost.append(path)
-        hidden = _hidden_ancestor(path)
-        if hidden:
-            needed.setdefault(hidden, []).append((path, os.open(path, os.O_RDONLY | os.O_PATH)))
-    for hidden, binds in needed.items():
-        _mount("tmpfs", hidden, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
-        for path, fd in sorted(binds):
-            if os.path.isdir(f"/proc/self/fd/{fd}"):
-                os.makedirs(path, mode=0o755, exist_ok=True)
-            else:
-                os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-                open(path, "a").close()
-            _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
-            _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
-            os.close(fd)
+    binds = [(p, os.open(p, os.O_RDONLY | os.O_PATH)) for p in keep if _under(p, directory) and p != directory]
+    _mount("tmpfs", directory, "tmpfs", MS_NOSUID | MS_NODEV, options)
+    for path, fd in binds:
+        if os.path.isdir(f"/proc/self/fd/{fd}"):
+            os.makedirs(path, mode=0o755, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+            open(path, "a").close()
+        _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+        _mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        os.close(fd)
 
 
 def become_init(iso: dict) -> None:
