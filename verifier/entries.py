@@ -8,6 +8,7 @@ dict, the result's payload. Raising is fine: the sandbox turns exceptions into a
   with `args["kwargs"]` and return its value. For exported modules and for tests.
 - "measure": parameter counts, sizing and FLOPs of unit trees (designs.measure jobs).
 - "check": the functional checker (verifier.functional) on the design source.
+- "synthetic": the synthetic rung (verifier.synthetic_eval): each task trained and scored.
 """
 
 from __future__ import annotations
@@ -46,7 +47,14 @@ def check(request: dict) -> dict:
     return run_functional_checks(request["source"], request.get("name", "design"), request.get("args", {}))
 
 
-ENTRIES = {"exec": exec_source, "measure": measure, "check": check}
+def synthetic(request: dict) -> dict:
+    from verifier.synthetic_eval import run_suite
+
+    _threads()
+    return run_suite(request["source"], request.get("name", "design"), request.get("args", {}))
+
+
+ENTRIES = {"exec": exec_source, "measure": measure, "check": check, "synthetic": synthetic}
 
 
 def run(request: dict) -> dict:
