@@ -9,6 +9,7 @@ dict, the result's payload. Raising is fine: the sandbox turns exceptions into a
 - "measure": parameter counts, sizing and FLOPs of unit trees (designs.measure jobs).
 - "check": the functional checker (verifier.functional) on the design source.
 - "synthetic": the synthetic rung (verifier.synthetic_eval): each task trained and scored.
+- "train": the trainer (verifier.train) on the design source: checkpoints and weights to the output dir.
 """
 
 from __future__ import annotations
@@ -54,7 +55,18 @@ def synthetic(request: dict) -> dict:
     return run_suite(request["source"], request.get("name", "design"), request.get("args", {}))
 
 
-ENTRIES = {"exec": exec_source, "measure": measure, "check": check, "synthetic": synthetic}
+def train(request: dict) -> dict:
+    """The trainer (verifier.train.run_entry): args = {"config": TrainConfig dict, "train_tokens" (a list
+    of ids) or "train_shards" (a TokenShards folder the sandbox can read, e.g. under the output_dir,
+    which it sees as /tmp/out), optional "valid_tokens"/"valid_shards", optional "out_dir"}. Writes
+    checkpoints, the log and the final weights to the output directory; returns the TrainResult."""
+    from verifier.train import run_entry
+
+    _threads()
+    return run_entry(request["source"], request.get("name", "design"), request.get("args", {}))
+
+
+ENTRIES = {"exec": exec_source, "measure": measure, "check": check, "synthetic": synthetic, "train": train}
 
 
 def run(request: dict) -> dict:
