@@ -16,12 +16,15 @@ from designs.catalog import entries, load_design_file, open_archive, resolve, ru
 from designs.measure import MeasureError
 from designs.sizing import SizingError
 from designs.tree import TreeError
+from verifier.ladder import LadderError
 from verifier.sandbox import measure_isolated
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Genesys: language-model agents that discover language-model architectures.")
 designs_app = typer.Typer(no_args_is_help=True, help="The designs: seeds and everything discovered or imported.")
 app.add_typer(designs_app, name="designs")
+ladder_app = typer.Typer(no_args_is_help=True, help="The ladder of scales designs are verified on.")
+app.add_typer(ladder_app, name="ladder")
 console = Console()
 
 REFERENCE_SIZE = (256, 4)  # (d_model, n_block) at which `designs list` counts parameters
@@ -36,7 +39,7 @@ def fails_cleanly(command):
     def run(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (TreeError, SizingError, UnknownDesign, ArchiveError, MeasureError, OSError) as e:
+        except (TreeError, SizingError, UnknownDesign, ArchiveError, MeasureError, LadderError, OSError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
 
@@ -180,6 +183,31 @@ def check(
                           f"own PID namespace {iso.get('pid_namespace')}, uid {iso.get('uid', 'unchanged')}; "
                           f"{notes}", highlight=False, markup=False)
     raise typer.Exit(0 if report.ok else 1)
+
+
+@ladder_app.command("show")
+@fails_cleanly
+def ladder_show(name: str = typer.Argument("cpu", help="Ladder preset: cpu or gpu")):
+    """The rungs of a ladder: size, tokens, context, batch, learning rate, evaluation, budget."""
+    from verifier.ladder import get_ladder
+
+    rungs = get_ladder(name)
+    table = Table(title=f"ladder {name}")
+    for column in ("rung", "kind", "params", "tokens", "steps", "context", "batch", "lr", "evaluation", "budget",
+                   "promote", "corpus / tokenizer"):
+        table.add_column(column, overflow="fold")
+    for r in rungs:
+        evaluation = f"{len(r.eval_suite)} synthetic tasks" if r.kind == "synthetic" else "val bpb" + (
+            f" + {len(r.eval_suite)} lm-eval tasks" if r.eval_suite else "")
+        table.add_row(r.name, r.kind, f"{r.target_params / 1e6:g}M", f"{r.tokens:,}", f"{r.steps:,}", str(r.context),
+                      str(r.batch), f"{r.lr:g}", evaluation, "all" if r.budget is None else str(r.budget),
+                      f"top {r.promote_fraction:.0%}", "synthetic" if r.kind == "synthetic"
+                      else f"{r.corpus} / {r.tokenizer}")
+    console.print(table)
+    if any(r.kind == "synthetic" for r in rungs):
+        console.print("synthetic tasks: " + ", ".join(next(r for r in rungs if r.kind == "synthetic").eval_suite))
+    if any(r.eval_suite and r.kind == "lm" for r in rungs):
+        console.print("lm-eval tasks: " + ", ".join(next(r for r in rungs if r.eval_suite and r.kind == "lm").eval_suite))
 
 
 def main() -> None:
