@@ -100,3 +100,41 @@ def test_bad_imports_fail_cleanly_and_write_nothing(tmp_path):
         assert out.strip().count("\n") == 0
     with Archive.open(tmp_path / "run") as archive:
         assert all(r.mode == "seed" for r in archive.list_designs())
+
+
+def test_check_a_seed_passes():
+    code, out = cli("check", "gpt2", "--no-efficiency")
+    assert code == 0, out
+    assert "PASSED" in out and "causality_max_rel_change: 0" in out and "sandbox: network none" in out
+
+
+def test_check_a_broken_tree_json_fails_with_the_unit(tmp_path):
+    sys.path.insert(0, str(ROOT / "tests"))
+    import hostile
+
+    path = tmp_path / "leaky.json"
+    path.write_text(hostile.tree("non_causal").to_json())
+    code, out = cli("check", str(path), "--no-efficiency", "--json")
+    assert code == 1
+    report = __import__("json").loads(out)
+    assert not report["ok"] and {f["check"] for f in report["findings"]} >= {"causality", "causality.gradient"}
+    assert next(f for f in report["findings"] if f["check"] == "causality")["unit"] == "MHA"
+
+
+def test_check_an_exported_module(tmp_path):
+    exported = tmp_path / "llama.py"
+    assert cli("designs", "export", "llama", "--out", str(exported))[0] == 0
+    code, out = cli("check", str(exported), "--no-efficiency")
+    assert code == 0 and "PASSED" in out
+
+
+def test_check_unknown_target_is_one_line():
+    result = runner.invoke(app, ["check", "gpt3"])
+    assert result.exit_code == 2 and result.output.count("error:") == 1
+
+
+def test_ladder_show():
+    code, out = cli("ladder", "show", "gpu")
+    assert code == 0 and "350M" in out and "blimp" in out
+    result = runner.invoke(app, ["ladder", "show", "tpu"])
+    assert result.exit_code == 2 and "ladders: cpu, gpu" in result.output
