@@ -34,6 +34,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SEQ_LEN = 64
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models: one thread is faster, and far faster on a loaded machine (two
+    OpenMP threads competing with other jobs wait on each other)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def gpt2_source():
     return load_seed("gpt2").compose(include_tests=False)
@@ -167,6 +177,18 @@ def test_checkpoint_round_trip(checkpoint, tiny_model):
     x = torch.randint(0, 256, (2, 40), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert torch.equal(model(x), tiny_model(x))
+
+
+def test_checkpoint_without_design_file(tmp_path, checkpoint, gpt2_source, tiny_model):
+    """A folder with weights and config only (tokenizer unspecified: byte), the source given."""
+    (tmp_path / "model.safetensors").write_bytes((checkpoint / "model.safetensors").read_bytes())
+    (tmp_path / "config.json").write_text(json.dumps({"name": "gpt2", "d_model": 32, "n_block": 2,
+                                                      "vocab_size": 256, "seq_len": SEQ_LEN}))
+    model, _, tokenizer = load_checkpoint(tmp_path, source=gpt2_source)
+    x = torch.randint(0, 256, (1, 12))
+    with torch.no_grad():
+        assert torch.equal(model(x), tiny_model(x))
+    assert tokenizer.name == "byte"
 
 
 def test_checkpoint_missing_files(tmp_path):
@@ -357,7 +379,7 @@ def test_continuation_documents_deterministic_and_true(cache_dir):
 
 def test_cli_wrapper_runs_lm_eval(checkpoint, cache_dir):
     env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "GENESYS_CACHE": str(cache_dir),
-           "TOKENIZERS_PARALLELISM": "false"}
+           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", "verifier.lmeval", "--model", "genesys", "--model_args", f"checkpoint={checkpoint}",
          "--tasks", "genesys_continuation", "--limit", "5"],
@@ -366,3 +388,21 @@ def test_cli_wrapper_runs_lm_eval(checkpoint, cache_dir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "genesys_continuation" in proc.stdout
     assert "|acc" in proc.stdout.replace(" ", "") and "acc_norm" in proc.stdout
+
+
+@pytest.mark.slow
+def test_harness_cli_with_task_yaml_path(checkpoint, cache_dir, tmp_path):
+    """lm-eval's own `lm_eval` command, no wrapper: the task YAML given by path
+    loads our module, which registers the model (indexes every harness task: ~20-40 s)."""
+    lm_eval_cli = Path(sys.executable).parent / "lm_eval"
+    if not lm_eval_cli.exists():
+        pytest.skip("no lm_eval command next to this interpreter")
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "GENESYS_CACHE": str(cache_dir),
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [str(lm_eval_cli), "--model", "genesys", "--model_args", f"checkpoint={checkpoint}", "--device", "cpu",
+         "--tasks", str(ROOT / "verifier/lmeval/tasks/genesys_continuation.yaml"), "--limit", "3"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "genesys_continuation" in proc.stdout and "acc_norm" in proc.stdout

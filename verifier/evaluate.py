@@ -117,8 +117,9 @@ def validation_loss(
     consecutive windows of ``seq_len`` targets (each token is a target once; no
     randomness, so two calls give the same number).
 
-    ``shards_or_tokens``: ``TokenShards`` (its ``eval_batches`` give the windows
-    and its ``bytes_per_token`` the bytes) or a 1-D token sequence (tensor, array
+    ``shards_or_tokens``: ``TokenShards`` or anything with the same
+    ``eval_batches`` (they give the windows; ``bytes_per_token``, when the object
+    has it, gives the bytes) or a 1-D token sequence (tensor, array
     or list; ``bytes_per_token`` then defaults to 1, right for the byte tokenizer).
 
     Returns ``{"loss": nats per token, "bits_per_byte", "tokens", "bytes_per_token"}``
@@ -130,7 +131,7 @@ def validation_loss(
     if hasattr(shards_or_tokens, "eval_batches"):
         batches = shards_or_tokens.eval_batches(batch_size, seq_len, max_batches)
         if bytes_per_token is None:
-            bytes_per_token = float(shards_or_tokens.bytes_per_token)
+            bytes_per_token = float(getattr(shards_or_tokens, "bytes_per_token", 1.0))
     else:
         batches = _token_windows(shards_or_tokens, seq_len, batch_size, max_batches)
     bytes_per_token = 1.0 if bytes_per_token is None else float(bytes_per_token)
@@ -274,16 +275,19 @@ def _checkpoint_tokenizer(path: Path, config: dict):
     return tokenizer
 
 
-def load_checkpoint(path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None):
+def load_checkpoint(path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+                    source: str | None = None):
     """``(model, config, tokenizer)`` from a checkpoint folder (see
-    ``save_checkpoint``), the model in eval mode on ``device``. Executes the
-    design's source: trusted code or the sandbox only."""
+    ``save_checkpoint``), the model in eval mode on ``device``. ``source`` (the
+    composed design) stands in for a missing ``design.py``. A config without
+    ``tokenizer`` means ``"byte"``. Executes the design's source: trusted code or
+    the sandbox only."""
     from safetensors.torch import load_model
 
     from designs.loader import load_source
 
     path = Path(path)
-    missing = [f for f in CHECKPOINT_FILES if not (path / f).is_file()]
+    missing = [f for f in CHECKPOINT_FILES if not (path / f).is_file() and not (f == "design.py" and source)]
     if missing:
         raise EvaluationError(f"{path} is not a checkpoint: missing {', '.join(missing)}")
     try:
@@ -293,7 +297,9 @@ def load_checkpoint(path, device: str | torch.device = "cpu", dtype: torch.dtype
     lacking = [k for k in CONFIG_REQUIRED if k not in config]
     if lacking:
         raise EvaluationError(f"{path}/config.json lacks {', '.join(lacking)}")
-    module = load_source((path / "design.py").read_text(encoding="utf-8"), str(config["name"]))
+    if source is None:
+        source = (path / "design.py").read_text(encoding="utf-8")
+    module = load_source(source, str(config["name"]))
     model = module.build_model(
         d_model=int(config["d_model"]), n_block=int(config["n_block"]), vocab_size=int(config["vocab_size"]),
         device=device, dtype=dtype, **dict(config.get("overrides") or {}),
@@ -380,40 +386,43 @@ def _dataset_in_message(exc: BaseException) -> str | None:
 
 
 def _task_manager(tasks: Sequence[str], include_path: Iterable[str | Path] = ()):
-    """A TaskManager that knows our tasks; it indexes the harness's own tasks only
-    when some task is neither ours nor a paper task (whose folders are indexed
-    alone, much faster than all ~15,000 tasks)."""
+    """A TaskManager that knows our tasks and ``include_path``'s. It indexes only
+    those folders and the paper tasks' own folders when that finds every task, and
+    all of the harness's ~15,000 task files (some 20 s of YAML parsing) otherwise."""
     import lm_eval
     from lm_eval.tasks import TaskManager
 
     ours = [str(LMEVAL_TASKS_DIR), *map(str, include_path)]
     builtin = Path(lm_eval.__file__).resolve().parent / "tasks"
-    folders = []
-    for task in tasks:
-        if task in OFFLINE_TASKS or task.endswith(".yaml"):
-            continue
-        if task not in PAPER_TASK_DATASETS:
-            return TaskManager(include_path=ours)  # the whole index
-        folders.append(str(builtin / PAPER_TASK_DATASETS[task][1]))
-    return TaskManager(include_path=list(dict.fromkeys(folders + ours)), include_defaults=False)
+    folders = [str(builtin / PAPER_TASK_DATASETS[t][1]) for t in tasks if t in PAPER_TASK_DATASETS]
+    small = TaskManager(include_path=list(dict.fromkeys(folders + ours)), include_defaults=False)
+    if all(t in small.all_tasks or t.endswith(".yaml") for t in tasks):
+        return small
+    return TaskManager(include_path=ours)
 
 
-def _load_tasks(task_manager, tasks: Sequence[str]) -> list:
+def _load_tasks(task_manager, tasks: Sequence[str], offline: bool) -> list:
     """Build each task (this is where datasets are loaded), turning Hub failures
     into EvaluationError naming the task and the dataset."""
+    known = set(task_manager.all_tasks)
+    unknown = [t for t in tasks if t not in known and not t.endswith(".yaml")]
+    if unknown:
+        raise EvaluationError(f"unknown lm-eval task(s) {', '.join(unknown)}: list them with "
+                              "`python -m verifier.lmeval ls tasks`")
     load_spec = getattr(task_manager, "_load_spec", None)
     built = []
     for task in tasks:
         try:
             loaded = load_spec(task) if load_spec else (task_manager.load([task]), task)[1]
-        except KeyError as exc:
-            raise EvaluationError(f"unknown lm-eval task {task!r}: {exc.args[0] if exc.args else ''}".split("\n")[0]) \
-                from None
         except Exception as exc:
             if not _is_hub_error(exc):
                 raise
             dataset = _dataset_in_message(exc) or PAPER_TASK_DATASETS.get(task, ("its dataset",))[0]
-            raise _offline_error(task, dataset) from None
+            if offline:
+                raise _offline_error(task, dataset) from None
+            detail = " ".join(str(exc).split())[:300]
+            raise EvaluationError(f"task {task}: loading dataset {dataset} from the Hugging Face Hub failed: "
+                                  f"{type(exc).__name__}: {detail}") from None
         built.extend(loaded if isinstance(loaded, list) else [loaded])
     return built
 
@@ -426,7 +435,7 @@ def _compact(results: dict) -> dict[str, dict[str, float]]:
         for name, metrics in (results.get(section) or {}).items():
             row = out.setdefault(name, {})
             for key, value in metrics.items():
-                if key == "alias" or not isinstance(value, (int, float)) or isinstance(value, bool):
+                if key in ("alias", "sample_len") or not isinstance(value, (int, float)) or isinstance(value, bool):
                     continue
                 metric, _, filt = key.partition(",")
                 row[metric if filt in ("", "none") else key] = float(value)
@@ -447,13 +456,17 @@ def run_lm_eval(
     include_path: Iterable[str | Path] = (),
     hub_timeout: float = 3.0,
     raw: bool = False,
+    model_args: dict | None = None,
 ) -> dict:
     """Evaluate a checkpoint with ``lm_eval.simple_evaluate`` (model ``genesys``).
 
     ``tasks``: lm-eval task, group or tag names (``PAPER_TASKS`` for the paper's
     nine; ``genesys_continuation`` needs no download). Returns ``{name: {metric:
-    value, metric_stderr: ..., "samples": n}}`` for every task and group, or
-    lm-eval's full result dict with ``raw=True``.
+    value, metric_stderr: ..., "samples": n}}`` for every task and group (metric
+    names without lm-eval's ",none" filter suffix), plus ``"_meta"`` (seconds,
+    limit, lm-eval version, whether the Hub was treated as offline); or
+    lm-eval's full result dict with ``raw=True``. ``model_args``: more arguments
+    of the genesys model (``max_length``, ``dtype``, ``max_gen_toks``).
 
     When the Hub is unreachable (offline mode set, or no connection within
     ``hub_timeout`` seconds) datasets load from the local cache only; a task whose
@@ -476,10 +489,10 @@ def run_lm_eval(
     start = time.perf_counter()
     with _offline_mode() if offline else _nullcontext():
         task_manager = _task_manager(tasks, include_path)
-        built = _load_tasks(task_manager, tasks)
+        built = _load_tasks(task_manager, tasks, offline)
         results = lm_eval.simple_evaluate(
             model="genesys",
-            model_args={"checkpoint": str(checkpoint_dir)},
+            model_args={**(model_args or {}), "checkpoint": str(checkpoint_dir)},
             tasks=built,
             limit=limit,
             batch_size=batch_size,

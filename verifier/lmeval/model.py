@@ -23,10 +23,12 @@ Scoring batches windows of similar length, padded on the right with end-of-text:
 designs are causal (the checker verifies it), so padding after a position cannot
 change its logits.
 
-Importing this module registers the model. The harness's own ``lm_eval`` command
-cannot import it (lm-eval 0.4.13 discovers no third-party models), so use
-``python -m verifier.lmeval ...`` (``verifier/lmeval/__main__.py``), which imports
-it and then runs lm-eval's command line unchanged.
+Importing this module registers the model. lm-eval 0.4.13 discovers no
+third-party models (no entry points), so its ``lm_eval`` command knows ``genesys``
+only when the task is given as the path of our YAML (whose data module imports
+this one); otherwise use ``python -m verifier.lmeval ...``
+(``verifier/lmeval/__main__.py``), which imports it and runs lm-eval's command line
+with the same arguments. See ``verifier/lmeval/__init__.py``.
 """
 
 from __future__ import annotations

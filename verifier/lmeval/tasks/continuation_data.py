@@ -35,6 +35,17 @@ which corpus a result was measured on.
 This module is loaded by lm-eval from its file (the YAML names it with
 ``!function``), and imported normally by tests as
 ``verifier.lmeval.tasks.continuation_data``.
+
+Loaded inside lm-eval, it also imports ``verifier.lmeval.model``, registering the
+``genesys`` model. That is what lets the harness's own command line evaluate a
+checkpoint when the task is given as this YAML's path: ``lm_eval`` resolves the
+``!function`` of a task given by path before it looks the model up, so
+
+    lm_eval --model genesys --model_args checkpoint=DIR --device cpu \\
+        --tasks verifier/lmeval/tasks/genesys_continuation.yaml
+
+works with no wrapper (task names, e.g. ``--tasks genesys_continuation``, are
+resolved after the model, so they need ``python -m verifier.lmeval``).
 """
 
 from __future__ import annotations
@@ -71,6 +82,23 @@ def _import_corpus():
         sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
         from verifier.data import corpus
     return corpus
+
+
+def _register_model_for_harness() -> None:
+    """Register ``genesys`` when lm-eval is the one loading this file (see the
+    module docstring); any failure only leaves the model unregistered."""
+    if "lm_eval" not in sys.modules:
+        return
+    try:
+        _import_corpus()  # puts the repository on sys.path when needed
+        import verifier.lmeval.model  # noqa: F401
+    except Exception as exc:  # pragma: no cover - reported by lm-eval as an unknown model
+        import logging
+
+        logging.getLogger(__name__).warning("genesys model not registered: %s", exc)
+
+
+_register_model_for_harness()
 
 
 def _params(**kw) -> dict:
