@@ -34,6 +34,15 @@ def _no_peak_measurement(monkeypatch):
     monkeypatch.setenv(PEAK_ENV, "1e11")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from a second thread, and on a busy machine lose a lot to it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def source() -> str:
     return load_seed("gpt2").compose(include_tests=False)
@@ -215,8 +224,8 @@ def test_resume_after_sigkill_is_bit_exact(source, shards, tmp_path):
 
 
 def test_gradient_accumulation_matches_the_full_batch(source, tokens, tmp_path):
-    full = train(source, config(8, batch_size=8, log_every=1, checkpoint_every=0), tokens, tmp_path / "a")
-    accum = train(source, config(8, batch_size=8, micro_batch_size=2, log_every=1, checkpoint_every=0),
+    full = train(source, config(6, batch_size=8, log_every=1, checkpoint_every=0), tokens, tmp_path / "a")
+    accum = train(source, config(6, batch_size=8, micro_batch_size=2, log_every=1, checkpoint_every=0),
                   tokens, tmp_path / "b")
     assert accum.micro_batch_size == 2 and full.micro_batch_size == 8
     torch.testing.assert_close(torch.tensor(losses(accum)), torch.tensor(losses(full)), rtol=1e-5, atol=1e-5)
@@ -227,9 +236,9 @@ def test_gradient_accumulation_matches_the_full_batch(source, tokens, tmp_path):
 
 
 def test_oom_backoff_halves_the_micro_batch_and_redoes_the_step(gpt2, tokens, tmp_path):
-    cfg = config(6, batch_size=8, log_every=2, checkpoint_every=0)
+    cfg = config(4, batch_size=8, log_every=2, checkpoint_every=0)
     backed_off = train(Injected(build(gpt2), limit=2), cfg, tokens, tmp_path / "oom")
-    direct = train(Injected(build(gpt2)), config(6, batch_size=8, micro_batch_size=2, log_every=2,
+    direct = train(Injected(build(gpt2)), config(4, batch_size=8, micro_batch_size=2, log_every=2,
                                                   checkpoint_every=0), tokens, tmp_path / "direct")
     assert backed_off.status == "completed" and backed_off.micro_batch_size == 2
     events = [e for e in backed_off.log if e.get("event") == "oom_backoff"]
@@ -287,7 +296,7 @@ def test_sandbox_train_entry(source, tmp_path):
     result = run_job("train", source, name="gpt2", output_dir=tmp_path / "out",
                      args={"config": cfg.to_dict(), "train_tokens": list(text[:6000]),
                            "valid_tokens": list(text[6000:8000])},
-                     limits=Limits(timeout_s=120, threads=2), env={PEAK_ENV: "1e11"})
+                     limits=Limits(timeout_s=120, threads=1), env={PEAK_ENV: "1e11"})
     assert result.ok, result.summary() + result.stderr[-2000:]
     payload = result.payload
     assert payload["status"] == "completed" and payload["steps"] == 6 and payload["val_loss"] > 0

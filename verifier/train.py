@@ -24,6 +24,8 @@ What a run does:
 - OOM back-off: an out-of-memory error in a step halves the micro-batch (the global
   batch stays: more accumulation), restores the RNG and redoes the step; the log
   gets an `{"event": "oom_backoff"}` entry. Below micro-batch 1: status "stopped".
+  Under several processes it is per process: one that runs out of memory while the
+  others reach the gradient all-reduce stalls them (size micro_batch_size there).
 - Divergence stop: a NaN/inf loss or gradient norm, or (after warmup) a loss above
   `divergence_loss` (default 1.5 ln V, V the vocabulary: a uniform guess scores ln V)
   ends the run with status "diverged" and the step; nothing is raised.
@@ -390,12 +392,15 @@ class Checkpoints:
             for path in self.root.glob(".tmp-*"):
                 shutil.rmtree(path, ignore_errors=True)
 
-    def load_latest(self, fp: str) -> dict | None:
-        """The newest complete checkpoint with this fingerprint, or None. Others are removed."""
-        self.clear_leftovers()
+    def load_latest(self, fp: str, prune: bool = True) -> dict | None:
+        """The newest complete checkpoint with this fingerprint, or None. With `prune` (the main
+        process), leftover .tmp-* folders and checkpoints of other fingerprints are removed."""
+        if prune:
+            self.clear_leftovers()
         for step, path, meta in self.complete():
             if meta.get("fingerprint") != fp:
-                shutil.rmtree(path, ignore_errors=True)
+                if prune:
+                    shutil.rmtree(path, ignore_errors=True)
                 continue
             try:
                 state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
@@ -537,7 +542,7 @@ class _Run:
                 "config": self.cfg.to_dict()}
 
     def _resume(self) -> None:
-        state = self.checkpoints.load_latest(self.fp)
+        state = self.checkpoints.load_latest(self.fp, prune=self.main)
         log_path = self.out_dir / TRAIN_LOG
         if state is None:
             if self.main:
@@ -645,7 +650,7 @@ class _Run:
         trained_tokens, trained_time = 0, 0.0
         val_loss = None
         if self.resumed_from is not None and self.log:
-            steps_logged = [e for e in self.log if "loss" in e]
+            steps_logged = [e for e in self.log if "loss" in e and "event" not in e]
             if steps_logged:
                 final_loss = steps_logged[-1]["loss"]
                 val_loss = next((e["val_loss"] for e in reversed(self.log) if "val_loss" in e), None)
