@@ -7,9 +7,10 @@ Three measurements on the GPT-2 seed sized to about 3M non-embedding parameters
                checkpoints off, one logging window: its own tokens/s (the step loop,
                setup and writing left out) and the whole call's wall time.
   (b) plain    a plain PyTorch loop on an identical model (same seed, same init): AdamW
-               with the same parameter groups, clipping at 1.0, the same warmup + cosine
-               LambdaLR, the same batches (verifier.train.step_batch), loss.item() each
-               step; no accelerate, no logging, no checkpoints.
+               (fused, as the trainer's) with the same parameter groups, clipping at 1.0,
+               the same warmup + cosine LambdaLR, the same batches
+               (verifier.train.step_batch), loss.item() each step; no accelerate, no
+               logging, no checkpoints.
   (c) matmul   a 2048 x 2048 @ 2048 x 2048 fp32 matmul rate: the practical peak.
 
 After a warmup round of each, rounds alternate a, b, c so that machine load falls on
@@ -68,7 +69,7 @@ def matmul_rate(n: int = 2048, repeats: int = 3) -> float:
 
 def plain_loop(model, cfg: TrainConfig, data) -> float:
     """cfg.steps optimizer steps the plain way; returns tokens/s of the loop."""
-    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, fused=True)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: lr_factor(s, cfg.steps, cfg.warmup, cfg.min_lr_ratio))
     model.train()
