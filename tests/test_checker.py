@@ -128,9 +128,12 @@ def test_wrong_output_shape_names_the_unit():
 
 
 def test_a_design_much_slower_than_gpt2_is_an_error():
-    options = CheckOptions(efficiency_target=300_000, limits=Limits(timeout_s=180, memory_mb=4096),
-                           extra={"efficiency_repeats": 2})
+    # Batch 1: GPT-2's step shrinks while the design's per-position Python overhead stays, so the
+    # ratio has a wide margin over the 3x limit even on a loaded machine.
+    options = CheckOptions(efficiency_target=300_000, limits=Limits(timeout_s=600, memory_mb=4096),
+                           extra={"efficiency_repeats": 2, "efficiency_batch": 1})
     report = functional("slow_python_loop", options)
+    assert "efficiency.time" in errors(report), report.to_markdown()
     finding = errors(report)["efficiency.time"]
     assert report.metrics["vs_gpt2"]["time"] > 3.0 and "Vectorize" in finding.fix
     assert report.metrics["efficiency_config"]["gpt2_params"] > 0
