@@ -157,18 +157,21 @@ def _readable_paths() -> list[str]:
 
 def run_job(entry: str, source: str | None = None, *, name: str = "design", args: dict | None = None,
             limits: Limits | None = None, line_map: dict | None = None, output_dir: str | os.PathLike | None = None,
-            env: dict | None = None, uid: int | None = None) -> SandboxResult:
+            env: dict | None = None, uid: int | None = None,
+            read_paths: list[str | os.PathLike] | None = None) -> SandboxResult:
     """Run one job in a fresh sandboxed child process and wait for it (at most the timeout).
 
     entry: a name in `verifier.entries.ENTRIES`. source: design module source (run
     only in the child). line_map: composed line -> (unit, unit line), from
     `UnitTree.compose_with_map`, so tracebacks name the unit. output_dir: a directory
     the job may write (mounted at /tmp/out). env: extra variables (secrets are dropped).
+    read_paths: files or directories the job must read (say, token shards in a cache
+    under a home directory); they stay visible read-only at their own paths.
     """
     limits = limits or Limits()
     config = limits.config()
     config["uid"] = uid if uid is not None else 60000 + os.getpid() % 5000
-    config["readable_paths"] = _readable_paths()
+    config["readable_paths"] = _readable_paths() + [str(Path(p).resolve()) for p in read_paths or []]
     if output_dir is not None:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
         config["output_dir"] = str(Path(output_dir).resolve())
