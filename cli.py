@@ -210,6 +210,92 @@ def ladder_show(name: str = typer.Argument("cpu", help="Ladder preset: cpu or gp
         console.print("lm-eval tasks: " + ", ".join(next(r for r in rungs if r.eval_suite and r.kind == "lm").eval_suite))
 
 
+def _verify_with_progress(tree, ladder: str, rung: str, run_dir: Path, seed: int, scale: float, check: bool,
+                          archive):
+    """Run verify_design in a worker thread and draw its progress (training steps, loss, ETA) meanwhile."""
+    import json
+    import threading
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from verifier.verify import verify_design
+
+    state: dict = {}
+    outcome: dict = {}
+
+    def work():
+        try:
+            outcome["result"] = verify_design(tree, ladder, rung, run_dir, seed=seed, scale=scale, check=check,
+                                              archive=archive, progress=state.update)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the main thread
+            outcome["error"] = e
+
+    worker = threading.Thread(target=work, daemon=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} steps"),
+               TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as bar:
+        task = bar.add_task(f"{tree.name} @ {ladder}/{rung}", total=None, info="starting")
+        worker.start()
+        read = 0
+        while worker.is_alive():
+            worker.join(0.5)
+            phase = state.get("phase", "")
+            if phase == "train" and state.get("log"):
+                bar.update(task, total=state["steps"])
+                log = Path(state["log"])
+                if log.exists():
+                    lines = log.read_text().splitlines()
+                    for line in lines[read:]:
+                        entry = json.loads(line)
+                        if "loss" in entry and "step" in entry:
+                            bar.update(task, completed=entry["step"], info=f"loss {entry['loss']:.3f}, "
+                                       f"{entry.get('tokens_per_s', 0):,.0f} tok/s")
+                    read = len(lines)
+            else:
+                bar.update(task, info=phase + (f" ({state['tasks']} tasks)" if phase == "synthetic" else ""))
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
+@app.command("verify")
+@fails_cleanly
+def verify(
+    design: str = typer.Argument(..., help="A seed or archived design name, or a tree JSON"),
+    ladder: str = typer.Option("cpu", "--ladder", help="Ladder preset (cpu, gpu)"),
+    rung: str = typer.Option("lm-xs", "--rung", help="Rung of the ladder (see `ladder show`)"),
+    seed: int = typer.Option(0, "--seed", help="Training seed"),
+    scale: float = typer.Option(1.0, "--scale", help="Scale the rung's training tokens (smoke runs: 0.01)"),
+    check: bool = typer.Option(True, "--check/--no-check", help="Run the full check first (a failing design "
+                               "is not trained)"),
+    run_dir: Path = RunDir,
+):
+    """Train and score a design on one rung, in the sandbox; the result goes to the archive."""
+    from verifier.ladder import get_rung
+
+    get_rung(ladder, rung)  # a bad rung fails before anything runs
+    path = Path(design)
+    run_dir = run_dir or run_dir_default()
+    with open_archive(run_dir) as archive:
+        tree = load_design_file(path) if path.suffix == ".json" and path.is_file() else resolve(design, archive)
+        if path.suffix == ".json":
+            archive.record_design(tree.name, tree.to_dict(), tree.fingerprint(), mode="import", status="imported",
+                                  family=tree.meta.get("family"), meta={"source": str(path)})
+        result = _verify_with_progress(tree, ladder, rung, run_dir, seed, scale, check, archive)
+    if not result.ok:
+        console.print(f"{tree.name} at {ladder}/{rung}: {result.status}: {result.error}", highlight=False,
+                      markup=False)
+        raise typer.Exit(1)
+    table = Table(title=f"{tree.name} at {ladder}/{rung} (seed {seed}, {result.wall_s:.0f} s)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in result.metrics.items():
+        text = (f"{value:.4g}" if isinstance(value, float) else
+                ", ".join(f"{k} {v:.3f}" for k, v in value.items()) if isinstance(value, dict) else str(value))
+        table.add_row(key, text)
+    console.print(table)
+
+
 def main() -> None:
     app()
 
