@@ -296,6 +296,36 @@ def verify(
     console.print(table)
 
 
+@ladder_app.command("calibrate")
+@fails_cleanly
+def ladder_calibrate(
+    ladder: str = typer.Option("cpu", "--ladder", help="Ladder preset"),
+    seeds: list[str] = typer.Option(None, "--seed-design", help="Seed designs to train [default: all]"),
+    last_rung: int = typer.Option(5, "--last-rung-seeds", help="How many seeds (GPT-2 first) train on the last rung"),
+    repeats: int = typer.Option(3, "--repeats", help="GPT-2 runs per rung (different seeds): the rung's noise"),
+    scale: float = typer.Option(1.0, "--scale", help="Scale every rung's training tokens (smoke runs)"),
+    run_dir: Path = RunDir,
+):
+    """Train every seed on every rung; write fitness per rung and the rank correlation between rungs."""
+    from designs.seeds import seed_names
+    from verifier.calibrate import calibrate, to_markdown
+    from verifier.ladder import get_ladder
+
+    get_ladder(ladder)
+    names = seeds or seed_names()
+    unknown = sorted(set(names) - set(seed_names()))
+    if unknown:
+        raise TreeError(f"not seed designs: {', '.join(unknown)}; seeds: {', '.join(seed_names())}")
+    ordered = ["gpt2"] + [n for n in names if n != "gpt2"]
+    run_dir = run_dir or run_dir_default()
+    with open_archive(run_dir) as archive:
+        out = calibrate(ladder, run_dir, archive, ordered, ordered[:last_rung], repeats=repeats, scale=scale,
+                        progress=lambda p: console.print(f"training {p['design']} on {p['rung']} (seed {p['seed']})",
+                                                         highlight=False))
+    console.print(to_markdown(out), highlight=False, markup=False)
+    console.print(f"written to {Path(run_dir) / 'calibration' / (ladder + '.md')}")
+
+
 def main() -> None:
     app()
 

@@ -141,6 +141,13 @@ def _synthetic(tree: UnitTree, source: str, rung: Rung, seed: int, progress) -> 
     return RungResult(tree.name, rung.name, seed, "ok", metrics, config=args)
 
 
+def _train_limits(rung: Rung, size: dict) -> Limits:
+    """Room for checkpoints: weights, gradients' Adam moments and the embedding, ~16 bytes a parameter."""
+    params = size["total_params"]
+    return Limits(timeout_s=rung.timeout_s, memory_mb=max(8192, params * 64 >> 20),
+                  file_size_mb=max(256, (params * 20 >> 20) + 256))
+
+
 def _lm(tree, source, rung, seed, out_dir, cache_dir, progress):
     from verifier.train import TrainConfig
 
@@ -158,8 +165,7 @@ def _lm(tree, source, rung, seed, out_dir, cache_dir, progress):
     if progress:
         progress({"phase": "train", "design": tree.name, "steps": config.steps, "log": str(out_dir / "train_log.jsonl")})
     result = run_job("train", source, name=tree.name, args=args, output_dir=out_dir,
-                     read_paths=[train.path, valid.path], limits=Limits(timeout_s=rung.timeout_s,
-                                                                         memory_mb=12288))
+                     read_paths=[train.path, valid.path], limits=_train_limits(rung, size))
     identity = {"d_model": size["d_model"], "n_block": size["n_block"], "params": size["non_embedding_params"],
                 "train": config.to_dict(), "corpus": rung.corpus, "tokenizer": rung.tokenizer}
     corpus_fp, tokenizer_fp = corpus.fingerprint("train"), tokenizer.fingerprint
