@@ -1,0 +1,52 @@
+"""Verifying designs on rungs: the pipeline end to end at tiny scale, in the sandbox."""
+
+import pytest
+
+import hostile
+from designs.catalog import open_archive
+from designs.seeds import load_seed
+from verifier.calibrate import calibrate
+from verifier.ladder import LadderError
+from verifier.verify import verify_design
+
+
+def test_lm_rung_trains_in_the_sandbox_and_is_recorded(tmp_path):
+    with open_archive(tmp_path / "run") as archive:
+        result = verify_design(load_seed("gpt2"), "cpu", "lm-xs", tmp_path / "run", scale=0.005, check=False,
+                               archive=archive)
+        assert result.ok, result.error
+        m = result.metrics
+        assert 0 < m["bpb"] < 8.1 and m["steps"] >= 1 and m["params"] == 501_552 and m["tokens_per_s"] > 0
+        stored = archive.verifications(design="gpt2", rung="cpu/lm-xs")
+        assert len(stored) == 1 and stored[0].metrics["bpb"] == pytest.approx(m["bpb"])
+        assert stored[0].corpus_fp and stored[0].tokenizer_fp and stored[0].config["rung"]["name"] == "lm-xs"
+    out = tmp_path / "run" / "verify" / "gpt2" / "cpu-lm-xs" / "seed0"
+    assert (out / "final" / "model.safetensors").exists() and (out / "design.py").exists()
+
+
+def test_synthetic_rung_scores_every_task(tmp_path):
+    result = verify_design(load_seed("llama"), "cpu", "synthetic", tmp_path, scale=0.005, check=False)
+    assert result.ok, result.error
+    assert set(result.metrics["accuracy"]) == {"in_context_recall", "fuzzy_recall", "noisy_recall",
+                                               "selective_copying", "memorization", "compression", "mqar"}
+    assert all(0.0 <= a <= 1.0 for a in result.metrics["accuracy"].values())
+
+
+def test_a_design_that_fails_its_check_is_not_trained(tmp_path):
+    result = verify_design(hostile.tree("non_causal"), "cpu", "lm-xs", tmp_path, scale=0.005)
+    assert result.status == "check_failed" and result.error.startswith("causality")
+    assert not (tmp_path / "verify").exists()
+
+
+def test_unknown_rung_fails_before_anything_runs(tmp_path):
+    with pytest.raises(LadderError, match="no rung 'lm-xl'"):
+        verify_design(load_seed("gpt2"), "cpu", "lm-xl", tmp_path)
+
+
+@pytest.mark.slow
+def test_calibrate_smoke(tmp_path):
+    with open_archive(tmp_path) as archive:
+        out = calibrate("cpu", tmp_path, archive, ["gpt2", "llama", "hyena"], ["gpt2", "llama"], repeats=2,
+                        scale=0.005)
+    assert {r["rung"] for r in out["rows"]} == {"synthetic", "lm-xs", "lm-s"}
+    assert out["correlations"] and (tmp_path / "calibration" / "cpu.md").exists()
