@@ -505,6 +505,11 @@ class _Checker:
         x = self.tokens(B, T + 1, seed=9)
         try:
             times = _interleaved_step_times({"design": model, "gpt2": base}, x, a["efficiency_repeats"])
+            for _ in range(2):  # a slow verdict is confirmed by fresh rounds: contention spikes do not persist
+                if times["design"] <= a["warn_ratio"] * times["gpt2"]:
+                    break
+                again = _interleaved_step_times({"design": model, "gpt2": base}, x, a["efficiency_repeats"])
+                times = {k: min(times[k], again[k]) for k in times}
             mem = {k: _train_memory(m, x) for k, m in (("design", model), ("gpt2", base))}
             flops = {k: measure_flops(m, T, a["vocab_size"]).train_per_token for k, m in (("design", model), ("gpt2", base))}
         except BaseException as e:  # noqa: BLE001
