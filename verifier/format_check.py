@@ -49,7 +49,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from designs.tree import RUNTIME_MODULES, UnitTree
-from verifier.report import ERROR, WARNING, AutoFix, CheckReport, Finding
+from verifier.report import ERROR, WARNING, AutoFix, CheckReport, Finding, HasFindings
 
 STAGE = "format"
 
@@ -175,25 +175,12 @@ _Z_EXPLAINED = (
 
 
 @dataclass
-class FormatResult:
+class FormatResult(HasFindings):
     """What the format checker says about one unit: the code after safe fixes, findings, fixes."""
 
     code: str  # the code after safe auto-fixes
     findings: list[Finding] = field(default_factory=list)
     autofixes: list[AutoFix] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """No error findings (warnings are fine)."""
-        return not any(f.severity == ERROR for f in self.findings)
-
-    @property
-    def errors(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity == ERROR]
-
-    @property
-    def warnings(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity == WARNING]
 
 
 # ---------------------------------------------------------------- entry points

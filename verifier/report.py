@@ -57,16 +57,10 @@ class AutoFix:
         return f"- {self.unit}{where}: {self.description}"
 
 
-@dataclass
-class CheckReport:
-    """Everything the checkers said about one design."""
+class HasFindings:
+    """Errors, warnings and the verdict of anything holding a `findings` list."""
 
-    design: str
-    findings: list[Finding] = field(default_factory=list)
-    autofixes: list[AutoFix] = field(default_factory=list)
-    metrics: dict = field(default_factory=dict)
-    isolation: dict = field(default_factory=dict)  # what the sandbox enforced while checking
-    stages: list[str] = field(default_factory=list)  # checks that ran, in order
+    findings: list[Finding]
 
     @property
     def errors(self) -> list[Finding]:
@@ -78,7 +72,20 @@ class CheckReport:
 
     @property
     def ok(self) -> bool:
+        """No error findings (warnings are fine)."""
         return not self.errors
+
+
+@dataclass
+class CheckReport(HasFindings):
+    """Everything the checkers said about one design."""
+
+    design: str
+    findings: list[Finding] = field(default_factory=list)
+    autofixes: list[AutoFix] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    isolation: dict = field(default_factory=dict)  # what the sandbox enforced while checking
+    stages: list[str] = field(default_factory=list)  # checks that ran, in order
 
     def error(self, check: str, message: str, fix: str = "", unit: str | None = None, line: int | None = None):
         self.findings.append(Finding(check, ERROR, message, fix, unit, line))
