@@ -2,14 +2,14 @@
 
 Runs INSIDE the sandbox (entry point "synthetic"). For every task of the suite, a fresh
 model (sized once to the rung's non-embedding parameter target; the vocabulary is the
-task's) is trained with AdamW (warmup, cosine decay) on the task's training split, the
-loss counted only at the positions that test the skill (the MAD protocol scores those),
-then scored by accuracy on the test split at the same positions. Deterministic by seed.
+task's) is trained with AdamW (the trainer's warmup + cosine and parameter groups) on the
+task's training split, the loss counted only at the positions that test the skill (the
+MAD protocol scores those), then scored by accuracy on the test split at the same
+positions. Deterministic by seed.
 """
 
 from __future__ import annotations
 
-import math
 import time
 
 import torch
@@ -18,13 +18,7 @@ from torch.nn import functional as F
 from designs.loader import load_source
 from designs.sizing import fit_config
 from verifier.data.synthetic import IGNORE, accuracy, generate, task_config
-
-
-def _schedule(step: int, steps: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, steps - warmup)
-    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+from verifier.train import lr_factor, param_groups
 
 
 def train_task(module, d_model: int, n_block: int, task: str, preset: str, steps: int, batch: int, lr: float,
@@ -35,17 +29,14 @@ def train_task(module, d_model: int, n_block: int, task: str, preset: str, steps
     test = generate(cfg, "test", seed=seed)
     torch.manual_seed(seed)
     model = module.build_model(d_model=d_model, n_block=n_block, vocab_size=cfg.vocab_size)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    other = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": other, "weight_decay": 0.0}],
-                            lr=lr, betas=(0.9, 0.95))
+    opt = torch.optim.AdamW(param_groups(model, 0.1), lr=lr, betas=(0.9, 0.95))
     warmup = max(1, steps // 10)
     g = torch.Generator().manual_seed(seed + 1)
     started, loss = time.perf_counter(), torch.tensor(float("nan"))
     n = train.inputs.shape[0]
     for step in range(steps):
         for group in opt.param_groups:
-            group["lr"] = lr * _schedule(step, steps, warmup)
+            group["lr"] = lr * lr_factor(step, steps, warmup, 0.1)
         idx = torch.randint(0, n, (batch,), generator=g)
         x, y = train.inputs[idx], train.targets[idx]
         logits = model(x)
