@@ -88,7 +88,6 @@ class _Checker:
         self.metrics = self.report.metrics
         self.module = None
         self.model = None
-        self.unit_of = {}  # parameter id -> "unit.param" name
 
     # ---------------------------------------------------------------- helpers
     def fail(self, check: str, exc: BaseException, fix: str) -> None:
