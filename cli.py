@@ -236,7 +236,7 @@ def _verify_with_progress(tree, ladder: str, rung: str, run_dir: Path, seed: int
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task(f"{tree.name} @ {ladder}/{rung}", total=None, info="starting")
         worker.start()
-        read = 0
+        offset = 0  # bytes of the training log already shown: each poll reads only what is new
         while worker.is_alive():
             worker.join(0.5)
             phase = state.get("phase", "")
@@ -244,13 +244,18 @@ def _verify_with_progress(tree, ladder: str, rung: str, run_dir: Path, seed: int
                 bar.update(task, total=state["steps"])
                 log = Path(state["log"])
                 if log.exists():
-                    lines = log.read_text().splitlines()
-                    for line in lines[read:]:
+                    if log.stat().st_size < offset:  # a resumed run cut the log back to its checkpoint
+                        offset = 0
+                    with log.open("rb") as f:
+                        f.seek(offset)
+                        new = f.read()
+                    complete = new[: new.rfind(b"\n") + 1]  # a line still being written waits
+                    offset += len(complete)
+                    for line in complete.decode().splitlines():
                         entry = json.loads(line)
                         if "loss" in entry and "step" in entry:
                             bar.update(task, completed=entry["step"], info=f"loss {entry['loss']:.3f}, "
                                        f"{entry.get('tokens_per_s', 0):,.0f} tok/s")
-                    read = len(lines)
             else:
                 bar.update(task, info=phase + (f" ({state['tasks']} tasks)" if phase == "synthetic" else ""))
     if "error" in outcome:
