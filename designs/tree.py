@@ -317,6 +317,30 @@ class UnitTree:
             pieces = [p for p in pieces if "@gau_test" not in p.source]
         return pieces
 
+    def with_stubs(self) -> "UnitTree":
+        """A runnable tree in which every declared, unimplemented child is an identity GAU.
+
+        A coder works unit by unit: a unit is checked before its declared children
+        exist. Each stand-in returns Y = X and leaves Z as it found it, so the block
+        builds, runs and trains around the unit under check. The stand-ins are
+        named in `meta["stubs"]`; a complete tree comes back unchanged.
+        """
+        self.validate(complete=False)
+        stubbed = copy.deepcopy(self)
+        stubs = [n for n in self.missing() if n in self.declares]
+        for name in stubs:
+            decl = self.declares[name]
+            stubbed.units[name] = Unit(
+                name=name,
+                code=_identity_unit_code(name),
+                spec=UnitSpec(name, f"identity stand-in for a declared child: {decl.requirements}",
+                              list(decl.inputs), list(decl.outputs)),
+                desc="identity stand-in (Y = X): declared, not implemented yet",
+            )
+        if stubs:
+            stubbed.meta["stubs"] = stubs
+        return stubbed.validate(complete=True)
+
     # ---- edits
 
     def subtree(self, name: str) -> "UnitTree":
@@ -425,6 +449,20 @@ def _claim_names(piece: _Piece, unit: str, defined: dict, reserved: set[str]) ->
     for name in piece.names:
         defined[name] = (unit, normalized)
     return True
+
+
+def _identity_unit_code(name: str) -> str:
+    """The code of a stand-in GAU that passes X through unchanged (see UnitTree.with_stubs)."""
+    return (
+        "from designs.gau import GAUBase\n\n\n"
+        f"class {name}(GAUBase):\n"
+        f'    """Identity stand-in for the declared child {name}: Y = X, Z unchanged."""\n\n'
+        f"    def __init__(self, embed_dim, block_loc, kwarg_all, device=None, dtype=None, **kwargs):\n"
+        f"        self.factory_kwargs = {{\"device\": device, \"dtype\": dtype}}\n"
+        f"        super().__init__(embed_dim, block_loc, kwarg_all)\n\n"
+        f"    def _forward(self, X, **Z):\n"
+        f"        return X\n"
+    )
 
 
 def _rename_root(tree: UnitTree, new_name: str) -> UnitTree:
