@@ -55,7 +55,7 @@ def build_graph(checkpointer: BaseCheckpointSaver | None = None, *, interrupt_be
 
 
 def session_config(thread_id: str, *, designer: Designer | None = None, run_dir: str | Path | None = None,
-                   llm: dict[str, str] | None = None, design: DesignConfig | dict | None = None,
+                   llm: list[str] | None = None, design: DesignConfig | dict | None = None,
                    recursion_limit: int = 200) -> RunnableConfig:
     """The runnable config of one session: its thread, designer, run directory and settings."""
     conf: dict[str, Any] = {"thread_id": thread_id}
@@ -64,7 +64,7 @@ def session_config(thread_id: str, *, designer: Designer | None = None, run_dir:
     if run_dir is not None:
         conf["run_dir"] = str(run_dir)
     if llm:
-        conf["llm"] = dict(llm)
+        conf["llm"] = list(llm)
     if design is not None:
         conf["design"] = design.model_dump() if isinstance(design, DesignConfig) else dict(design)
     return {"configurable": conf, "recursion_limit": recursion_limit}

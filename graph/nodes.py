@@ -80,22 +80,25 @@ def close_archives() -> None:
 
 
 def designer_for(config: RunnableConfig | None) -> Designer:
-    """The designer: an instance passed in the config, LLM roles from `llm` specs, else symbolic."""
+    """The designer: an instance passed in the config, else agents.llm_designer.load_designer.
+
+    `configurable["llm"]` holds `--llm` flags ('provider:model' or 'ROLE=provider:model');
+    without them the environment (GENESYS_LLM, ...) decides, and with no LLM configured
+    at all the symbolic designer designs.
+    """
     conf = configurable(config)
     if conf.get("designer") is not None:
         return conf["designer"]
-    specs = conf.get("llm") or {}
-    key = repr(sorted(specs.items()) if isinstance(specs, dict) else specs)
+    flags = conf.get("llm") or []
+    flags = [flags] if isinstance(flags, str) else [f"{k}={v}" for k, v in flags.items()] \
+        if isinstance(flags, dict) else list(flags)
+    key = repr(flags)
     with _lock:
         if key not in _designers:
-            if specs:
-                from agents.llm import load_designer
+            from agents.llm import load_config
+            from agents.llm_designer import load_designer
 
-                _designers[key] = load_designer(specs)
-            else:
-                from agents.symbolic import SymbolicDesigner
-
-                _designers[key] = SymbolicDesigner()
+            _designers[key] = load_designer(load_config(flags=flags))
         return _designers[key]
 
 
@@ -126,13 +129,13 @@ def spend(state: DesignState, config: RunnableConfig, calls: list[RoleCall], rol
     costs["roles"] = {}
     for call in calls:
         for usage in call.usage:
-            archive.record_cost(f"{state['session']}:{seq}", role=usage.role or role, model=usage.model,
+            archive.record_cost(f"{state['session']}:{seq}", role=role, model=usage.model,
                                 prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens,
                                 dollars=usage.dollars, design=state.get("name"))
             seq += 1
             row = {"calls": 1, "prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens,
                    "dollars": usage.dollars, "compute_s": 0.0}
-            mine = costs["roles"].setdefault(usage.role or role, {k: 0 for k in COST_FIELDS})
+            mine = costs["roles"].setdefault(role, {k: 0 for k in COST_FIELDS})
             for key, value in row.items():
                 costs[key] += value
                 mine[key] += value
@@ -427,7 +430,7 @@ def _reuse_candidate(task: UnitTask, tree: UnitTree, archive: Archive) -> Candid
     code = UnitCode(unit=task.unit, code=unit.code, args=unit.args, document=unit.desc,
                     rationale=f"reused as is from {task.source}")
     return Candidate(unit=task.unit, code=archive.artifacts.put_json(code.model_dump(mode="json")),
-                     tree=put_tree(archive, grafted), error=None, rating=None, accept=True,
+                     tree=put_tree(archive, grafted), error=None, rating=None, accept=True, reused=True,
                      notes=f"reused from {task.source}")
 
 
@@ -530,7 +533,7 @@ def observer(state: DesignState, config: RunnableConfig) -> Command:
     designer, calls, rated = designer_for(config), [], []
     for cand in state.get("candidates", []):
         cand = dict(cand)
-        if cand.get("report") and cand.get("rating") is None:
+        if cand.get("report") and not cand.get("reused"):
             report = CheckReport.from_dict(archive.artifacts.get_json(cand["report"]))
             code = UnitCode.model_validate(archive.artifacts.get_json(cand["code"]))
             call = designer.observe(ObserverContext(proposal=proposal, task=task, code=code,

@@ -44,6 +44,7 @@ class Candidate(TypedDict, total=False):
     rating: float | None  # the observer's rating
     accept: bool  # the observer accepted it
     notes: str  # the observer's notes
+    reused: bool  # taken as is from another design (a reuse task): no coder, no observer
 
 
 class DesignState(TypedDict, total=False):
