@@ -230,7 +230,8 @@ def load_library(path: str | Path | None = None) -> dict[str, PaperRecord]:
     return dict(_load(str(Path(path or RECORDS_DIR).resolve())))
 
 
-def _normalize_arxiv(key: str) -> str:
+def normalize_arxiv(key: str) -> str:
+    """`arXiv:2312.06635v2`, `https://arxiv.org/abs/2312.06635` ... -> `2312.06635`."""
     key = key.strip()
     key = re.sub(r"^(arxiv:|https?://arxiv\.org/(abs|pdf)/)", "", key, flags=re.I)
     return re.sub(r"v\d+$", "", key.removesuffix(".pdf"))
@@ -245,7 +246,7 @@ def get_record(id_or_arxiv: str, path: str | Path | None = None) -> PaperRecord:
     key = id_or_arxiv.strip()
     if key in records:
         return records[key]
-    arxiv = _normalize_arxiv(key)
+    arxiv = normalize_arxiv(key)
     for record in records.values():
         if record.arxiv and record.arxiv == arxiv:
             return record
