@@ -172,21 +172,29 @@ class Ledger:
 
 @dataclass
 class Budget:
-    """Hard spending limits in dollars; None means no limit."""
+    """Hard spending limits, in dollars and in tokens (in + out); None means no limit.
+
+    Token limits matter for local models, which cost $0 but still take time.
+    """
 
     per_design: float | None = None
     per_run: float | None = None
+    per_design_tokens: int | None = None
+    per_run_tokens: int | None = None
 
     def over_budget(self, design: Totals | float = 0.0, run: Totals | float | None = None) -> str | None:
         """Why spending must stop, or None. `design`: this session so far; `run`: the whole run so far.
 
-        A limit is reached when spending equals or exceeds it, so a session stops at
-        the first step that crosses the line rather than one step later.
+        Plain numbers are dollars; pass Totals for the token limits to apply. A limit is
+        reached when spending equals or exceeds it, so a session stops at the first step
+        that crosses the line rather than one step later.
         """
-        spent_design = design.dollars if isinstance(design, Totals) else float(design)
-        spent_run = spent_design if run is None else (run.dollars if isinstance(run, Totals) else float(run))
-        if self.per_design is not None and spent_design >= self.per_design:
-            return f"design budget reached: ${spent_design:.4f} spent of ${self.per_design:.4f} per design"
-        if self.per_run is not None and spent_run >= self.per_run:
-            return f"run budget reached: ${spent_run:.4f} spent of ${self.per_run:.4f} per run"
+        design = design if isinstance(design, Totals) else Totals(dollars=float(design))
+        run = design if run is None else (run if isinstance(run, Totals) else Totals(dollars=float(run)))
+        for scope, spent, dollars, tokens in (("design", design, self.per_design, self.per_design_tokens),
+                                              ("run", run, self.per_run, self.per_run_tokens)):
+            if dollars is not None and spent.dollars >= dollars:
+                return f"{scope} budget reached: ${spent.dollars:.4f} spent of ${dollars:.4f} per {scope}"
+            if tokens is not None and spent.tokens >= tokens:
+                return f"{scope} token budget reached: {spent.tokens} tokens used of {tokens} per {scope}"
         return None

@@ -105,8 +105,10 @@ class AgentsConfig(BaseModel):
     structured_method: str | None = Field(default=None, description="force function_calling/json_schema/json_mode")
     roles: dict[str, RoleSettings] = Field(default_factory=dict)
     prices: dict[str, Price] = Field(default_factory=dict, description="provider:model -> $/1M tokens in/out")
-    budget_per_design: float | None = None
-    budget_per_run: float | None = None
+    budget_per_design: float | None = Field(default=None, description="dollars per design session")
+    budget_per_run: float | None = Field(default=None, description="dollars per run")
+    budget_tokens_per_design: int | None = None
+    budget_tokens_per_run: int | None = None
 
     def model_post_init(self, _context) -> None:
         unknown = sorted(set(self.roles) - set(ROLES))
@@ -141,7 +143,8 @@ class AgentsConfig(BaseModel):
         return PriceTable(self.prices)
 
     def budget(self) -> Budget:
-        return Budget(per_design=self.budget_per_design, per_run=self.budget_per_run)
+        return Budget(per_design=self.budget_per_design, per_run=self.budget_per_run,
+                      per_design_tokens=self.budget_tokens_per_design, per_run_tokens=self.budget_tokens_per_run)
 
     @property
     def name(self) -> str:
@@ -271,9 +274,12 @@ def model_kwargs(rm: RoleModel, config: AgentsConfig, env: Mapping[str, str]) ->
     kwargs.update(timeout=config.timeout_s, max_retries=config.max_retries)
     if rm.max_tokens:
         kwargs["max_tokens"] = rm.max_tokens
+    variable = CREDENTIALS.get(rm.provider)
+    if variable and env.get(variable):
+        kwargs["api_key"] = env[variable]  # the mapping given wins over the process environment
     if rm.base_url:
         kwargs["base_url"] = rm.base_url
-        if rm.provider == "openai" and not env.get("OPENAI_API_KEY"):
+        if rm.provider == "openai" and "api_key" not in kwargs:
             kwargs["api_key"] = NO_KEY
     return kwargs
 
