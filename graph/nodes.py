@@ -454,9 +454,13 @@ def coder(state: DesignState, config: RunnableConfig) -> Command:
     update, stop = spend_or_stop(state, config, calls, "coder")
     if stop:
         return stop
-    candidates = []
+    candidates, seen = [], set()
     for call in calls:
-        candidates.append(_candidate(call, tree, task, state.get("protected", []), archive))
+        cand = _candidate(call, tree, task, state.get("protected", []), archive)
+        if cand.get("code") and cand["code"] in seen:
+            continue  # the same code twice in one beam is checked once
+        seen.add(cand.get("code"))
+        candidates.append(cand)
     fine = sum(1 for c in candidates if not c.get("error"))
     return Command(goto="checker", update={**update, "candidates": candidates,
                                            "status": f"coder: {task.unit} try {attempt}, "
