@@ -56,7 +56,9 @@ def design(
     run_dir = run_dir or run_dir_default()
     mode = mode or ("scratch" if not parent else "mutation" if len(parent) == 1 else "crossover")
     designer = _designer(llm)
-    settings = _settings(config_file, interactive=interactive, budget=budget or _llm_budget(llm))
+    llm_budget = _llm_budget(llm)
+    settings = _settings(config_file, interactive=interactive, budget=budget or llm_budget.per_design,
+                         tokens=llm_budget.per_design_tokens)
     thread = resume or uuid.uuid4().hex[:12]
     config = session_config(thread, designer=designer, run_dir=run_dir, design=settings)
     try:
@@ -88,7 +90,7 @@ def _designer(flags: list[str]):
         _fail(str(e))
 
 
-def _settings(path: Path | None, *, interactive: bool, budget: float | None) -> DesignConfig:
+def _settings(path: Path | None, *, interactive: bool, budget: float | None, tokens: int | None) -> DesignConfig:
     """The [design] table of a run config, with the command's flags on top."""
     table: dict = {}
     if path is not None:
@@ -99,16 +101,19 @@ def _settings(path: Path | None, *, interactive: bool, budget: float | None) -> 
     table["interactive"] = interactive or table.get("interactive", False)
     if budget is not None:
         table["budget_dollars"] = budget
+    if tokens is not None:
+        table.setdefault("budget_tokens", tokens)
     try:
         return DesignConfig.from_mapping(table)
     except ValueError as e:
         _fail(f"run config {path}: {e}")
 
 
-def _llm_budget(flags: list[str]) -> float | None:
+def _llm_budget(flags: list[str]):
+    """The per-design budgets of the LLM config (GENESYS_LLM_CONFIG), agents.costs.Budget."""
     from agents.llm import load_config
 
-    return load_config(flags=flags).budget_per_design
+    return load_config(flags=flags).budget()
 
 
 def _stream(graph, first: Any, config: dict) -> dict:

@@ -324,3 +324,17 @@ def test_bad_requests_end_as_invalid_without_a_record(run_dir, monkeypatch):
     monkeypatch.setattr("graph.commands._designer", lambda flags: designer())
     result = CliRunner().invoke(design_app, ["--parent", "no-such-design", "--run-dir", str(run_dir)])
     assert result.exit_code == 2 and "no design named 'no-such-design'" in result.output
+
+
+@pytest.mark.slow
+def test_recorded_llm_session_from_the_transcripts(run_dir):
+    """The full transcript session of tests/transcripts (tools, a revision, a new child, a causality fix)."""
+    from tests.fake_llm import scripted_designer
+
+    state = run_session(run_dir, scripted_designer(), initial_state("mutation", ["gpt2"], name="gated-conv"))
+    assert state["outcome"] == "implemented", state["reason"]
+    assert [r["verdict"] for r in state["reviews"]] == ["revise", "accept"]
+    assert [(a["unit"], a["ok"]) for a in state["attempt_log"]] == [("MHA", True), ("ShortConv", False),
+                                                                   ("ShortConv", True)]
+    archive, record = archived(run_dir, "gated-conv")
+    assert {"MHA", "ShortConv"} <= set(archive.load_tree_json("gated-conv")["units"])
