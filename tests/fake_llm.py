@@ -116,6 +116,16 @@ def load_transcript(name: str) -> dict:
     return json.loads((TRANSCRIPTS / f"{name}.json").read_text())
 
 
+def answers(name: str) -> list[dict]:
+    """The structured answers (their args) of a transcript, in order: to build variations of it."""
+    return [r["args"] for r in load_transcript(name)["replies"] if "structured" in r]
+
+
+def structured(schema: str, args: Mapping, usage: tuple[int, int] = (1000, 200)) -> dict:
+    """A transcript entry: the answer as a call of the schema's tool (function-calling mode)."""
+    return {"structured": schema, "args": dict(args), "usage": {"input": usage[0], "output": usage[1]}}
+
+
 def script(name_or_entries: str | Sequence[Mapping]) -> list:
     entries = load_transcript(name_or_entries)["replies"] if isinstance(name_or_entries, str) else name_or_entries
     return [reply(e, i) for i, e in enumerate(entries)]

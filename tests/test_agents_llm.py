@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from fake_llm import (SESSION, ProviderError, ScriptedChatModel, fake_knowledge_tools, load_transcript, scripted,
-                      scripted_designer)
+from fake_llm import (SESSION, ProviderError, ScriptedChatModel, answers, fake_knowledge_tools, scripted,
+                      scripted_designer, structured)
 from langchain_core.language_models.fake_chat_models import FakeMessagesListChatModel
 from langchain_core.messages import AIMessage, ToolMessage
 
@@ -36,7 +36,7 @@ def parent(gpt2) -> ParentBrief:
 
 def answer(name: str, index: int) -> dict:
     """The args of the index-th structured answer in a transcript."""
-    return [r for r in load_transcript(name)["replies"] if "structured" in r][index]["args"]
+    return answers(name)[index]
 
 
 def proposal(index: int = 1) -> Proposal:
@@ -51,10 +51,6 @@ def coder_ctx(gpt2, task_index=0, **kw) -> CoderContext:
     task = plan().tasks[task_index]
     return CoderContext(proposal=proposal(), plan=plan(), task=task, tree=gpt2.to_dict(), view=gpt2.view(),
                         current_code=gpt2.units["MHA"].code, protected=PROTECTED, **kw)
-
-
-def structured(schema: str, args: dict, usage=(100, 20)) -> dict:
-    return {"structured": schema, "args": args, "usage": {"input": usage[0], "output": usage[1]}}
 
 
 # ---------------------------------------------------------------- a whole session's roles

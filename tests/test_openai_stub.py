@@ -14,7 +14,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from fake_llm import SESSION, fake_knowledge_tools, load_transcript
+from fake_llm import SESSION, answers, fake_knowledge_tools
 
 from agents.base import ParentBrief, PlanContext, ProposalContext, ReviewContext
 from agents.llm import AgentsConfig, build_models, model_label
@@ -100,7 +100,7 @@ def designer_on(stub: Stub, timeout_s: float = 10.0) -> LLMDesigner:
 
 
 def structured_answer(role: str, index: int) -> dict:
-    return [r for r in load_transcript(SESSION[role])["replies"] if "structured" in r][index]["args"]
+    return answers(SESSION[role])[index]
 
 
 @pytest.fixture(scope="module")
