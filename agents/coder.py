@@ -28,7 +28,8 @@ def messages(ctx: CoderContext) -> list[BaseMessage]:
              + (f"\n\nNotes: {ctx.plan.notes}" if ctx.plan.notes else ""),
              f"## The tree as it stands\n```\n{ctx.view}\n```"]
     for parent in _users(ctx.tree, task.unit):
-        parts.append(f"## {parent}, which instantiates {task.unit}\n```python\n{unit_code(ctx.tree, parent).strip()}\n```")
+        code = unit_code(ctx.tree, parent).strip()
+        parts.append(f"## {parent}, which instantiates {task.unit}\n```python\n{code}\n```")
     if ctx.current_code:
         parts.append(f"## The current code of {task.unit}\n```python\n{ctx.current_code.strip()}\n```")
     if ctx.declaration:

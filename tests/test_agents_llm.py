@@ -172,7 +172,8 @@ def test_out_of_range_rating_is_sent_back_by_field():
     model = scripted([structured("Review", bad), structured("Review", answer(SESSION["reviewer"], 0))])
     call = ask("reviewer", model, Review, [], prices=PriceTable())
     assert call.ok and call.output.ratings.novelty == 3
-    assert "ratings.novelty: Input should be less than or equal to 5 (got 7)" in model.requests[1]["messages"][-1].content
+    repair = model.requests[1]["messages"][-1].content
+    assert "ratings.novelty: Input should be less than or equal to 5 (got 7)" in repair
 
 
 def test_json_text_answer_is_accepted_without_repair():
@@ -332,7 +333,8 @@ def test_budgets_say_why_spending_stops():
 def test_config_from_file_env_and_flags(tmp_path):
     path = tmp_path / "llm.toml"
     path.write_text('[agents]\nmodel = "openai:gpt-4.1"\nmax_tool_rounds = 2\n'
-                    '[agents.roles.coder]\nmodel = "anthropic:claude-sonnet-4-5"\ntemperature = 0.0\nmax_tokens = 12000\n'
+                    '[agents.roles.coder]\nmodel = "anthropic:claude-sonnet-4-5"\n'
+                    'temperature = 0.0\nmax_tokens = 12000\n'
                     '[agents.prices."openai:gpt-4.1"]\ninput = 1.0\noutput = 4.0\n')
     config = load_config(path, env={"GENESYS_LLM_OBSERVER": "ollama:qwen2.5:7b"},
                          flags=["reviewer=openai:gpt-4.1-mini"])

@@ -114,7 +114,8 @@ def test_propose_searches_then_answers_in_json_schema_mode(stub, parent):
     assert model_label(designer.models["proposer"]) == "openai-compatible:stub-model"
     stub.queue({"tool_calls": [{"id": "call_1", "name": "search_library",
                                 "args": {"query": "short convolution attention", "k": 3}}], "usage": (6100, 40)},
-               {"content": "H3's shift convolution is the closest idea; I will propose it for MHA.", "usage": (6500, 30)},
+               {"content": "H3's shift convolution is the closest idea; I will propose it for MHA.",
+                "usage": (6500, 30)},
                {"json": structured_answer("proposer", 0), "usage": (6600, 600)})
     call = designer.propose(ProposalContext(mode="mutation", parents=[parent]))
     assert call.ok, call.error
