@@ -16,6 +16,7 @@ from designs.catalog import entries, load_design_file, open_archive, resolve, ru
 from designs.measure import MeasureError
 from designs.sizing import SizingError
 from designs.tree import TreeError
+from graph.evolution import RunError
 from verifier.ladder import LadderError
 from verifier.sandbox import measure_isolated
 
@@ -25,6 +26,15 @@ designs_app = typer.Typer(no_args_is_help=True, help="The designs: seeds and eve
 app.add_typer(designs_app, name="designs")
 ladder_app = typer.Typer(no_args_is_help=True, help="The ladder of scales designs are verified on.")
 app.add_typer(ladder_app, name="ladder")
+
+
+def _mount_graph_commands() -> None:
+    """`run` and `design` live in graph/ (they drive the LangGraph graphs)."""
+    from graph.commands import design_app
+    from graph.run_command import run
+
+    app.add_typer(design_app, name="design")
+    app.command("run")(fails_cleanly(run))
 console = Console()
 
 REFERENCE_SIZE = (256, 4)  # (d_model, n_block) at which `designs list` counts parameters
@@ -39,7 +49,8 @@ def fails_cleanly(command):
     def run(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except (TreeError, SizingError, UnknownDesign, ArchiveError, MeasureError, LadderError, OSError) as e:
+        except (TreeError, SizingError, UnknownDesign, ArchiveError, MeasureError, LadderError, RunError,
+                OSError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from None
 
@@ -329,6 +340,9 @@ def ladder_calibrate(
                                                          highlight=False))
     console.print(to_markdown(out), highlight=False, markup=False)
     console.print(f"written to {Path(run_dir) / 'calibration' / (ladder + '.md')}")
+
+
+_mount_graph_commands()
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from designs.tree import UnitTree
@@ -92,11 +92,17 @@ def _lm_data(rung: Rung, cache_dir: Path | None):
 
 def verify_design(tree: UnitTree, ladder: str, rung_name: str, run_dir: str | os.PathLike, *, seed: int = 0,
                   scale: float = 1.0, check: bool = True, archive=None, cache_dir: Path | None = None,
-                  progress=None) -> RungResult:
-    """Verify one design on one rung; records the result in `archive` when given."""
+                  progress=None, threads: int = 2, corpus: str | None = None) -> RungResult:
+    """Verify one design on one rung; records the result in `archive` when given.
+
+    `threads`: torch threads of the training job (several jobs at once share the cores).
+    `corpus`: train language-modeling rungs on this corpus instead of the rung's own.
+    """
     rung = get_rung(ladder, rung_name)
     if scale != 1.0:
         rung = scaled(rung, scale)
+    if corpus and rung.kind == "lm":
+        rung = replace(rung, corpus=corpus)
     started = time.monotonic()
     out_dir = Path(run_dir) / "verify" / tree.name / f"{ladder}-{rung.name}" / f"seed{seed}"
     if check:
@@ -111,10 +117,10 @@ def verify_design(tree: UnitTree, ladder: str, rung_name: str, run_dir: str | os
                               f"{first.check}: {first.message.splitlines()[0]}", time.monotonic() - started)
     source = tree.compose(include_tests=False)
     if rung.kind == "synthetic":
-        result = _synthetic(tree, source, rung, seed, progress)
+        result = _synthetic(tree, source, rung, seed, progress, threads)
         corpus_fp, tokenizer_fp = "synthetic-quick", "task-vocab"
     else:
-        result, corpus_fp, tokenizer_fp = _lm(tree, source, rung, seed, out_dir, cache_dir, progress)
+        result, corpus_fp, tokenizer_fp = _lm(tree, source, rung, seed, out_dir, cache_dir, progress, threads)
     result.wall_s = round(time.monotonic() - started, 2)
     result.out_dir = str(out_dir)
     if archive is not None and result.status in ("ok", "diverged"):
@@ -125,12 +131,13 @@ def verify_design(tree: UnitTree, ladder: str, rung_name: str, run_dir: str | os
     return result
 
 
-def _synthetic(tree: UnitTree, source: str, rung: Rung, seed: int, progress) -> RungResult:
+def _synthetic(tree: UnitTree, source: str, rung: Rung, seed: int, progress, threads: int) -> RungResult:
     if progress:
         progress({"phase": "synthetic", "design": tree.name, "tasks": len(rung.eval_suite)})
     args = {"target_params": rung.target_params, "tasks": list(rung.eval_suite), "steps": rung.steps,
             "batch": rung.batch, "lr": rung.lr, "seed": seed, "preset": "quick"}
-    result = run_job("synthetic", source, name=tree.name, args=args, limits=Limits(timeout_s=rung.timeout_s))
+    result = run_job("synthetic", source, name=tree.name, args=args,
+                     limits=Limits(timeout_s=rung.timeout_s, threads=threads))
     if not result.ok:
         status = "diverged" if result.status == "nonfinite" else "failed"
         return RungResult(tree.name, rung.name, seed, status, {}, _sandbox_failure(result), config=args)
@@ -141,14 +148,14 @@ def _synthetic(tree: UnitTree, source: str, rung: Rung, seed: int, progress) -> 
     return RungResult(tree.name, rung.name, seed, "ok", metrics, config=args)
 
 
-def _train_limits(rung: Rung, size: dict) -> Limits:
+def _train_limits(rung: Rung, size: dict, threads: int) -> Limits:
     """Room for checkpoints: weights, gradients' Adam moments and the embedding, ~16 bytes a parameter."""
     params = size["total_params"]
-    return Limits(timeout_s=rung.timeout_s, memory_mb=max(8192, params * 64 >> 20),
+    return Limits(timeout_s=rung.timeout_s, memory_mb=max(8192, params * 64 >> 20), threads=threads,
                   file_size_mb=max(256, (params * 20 >> 20) + 256))
 
 
-def _lm(tree, source, rung, seed, out_dir, cache_dir, progress):
+def _lm(tree, source, rung, seed, out_dir, cache_dir, progress, threads):
     from verifier.train import TrainConfig
 
     if progress:
@@ -165,7 +172,7 @@ def _lm(tree, source, rung, seed, out_dir, cache_dir, progress):
     if progress:
         progress({"phase": "train", "design": tree.name, "steps": config.steps, "log": str(out_dir / "train_log.jsonl")})
     result = run_job("train", source, name=tree.name, args=args, output_dir=out_dir,
-                     read_paths=[train.path, valid.path], limits=_train_limits(rung, size))
+                     read_paths=[train.path, valid.path], limits=_train_limits(rung, size, threads))
     identity = {"d_model": size["d_model"], "n_block": size["n_block"], "params": size["non_embedding_params"],
                 "train": config.to_dict(), "corpus": rung.corpus, "tokenizer": rung.tokenizer}
     corpus_fp, tokenizer_fp = corpus.fingerprint("train"), tokenizer.fingerprint

@@ -1,0 +1,144 @@
+"""`python cli.py run`: the main job, with a live display of where the run stands.
+
+    python cli.py run                                   # symbolic designer, CPU ladder, ~15 minutes
+    python cli.py run --llm openai:gpt-4.1 --ladder gpu --corpus fineweb-edu --budget-designs 200
+    python cli.py run --resume runs/default             # continue a killed run
+
+The display shows the designs proposed, implemented, failed and verified per rung,
+the best fitness so far against GPT-2 (with its noise), what each worker is doing,
+and the time and budget left. The run ends on its own when a budget is spent.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from designs.catalog import run_dir_default
+from graph.evolution import Budget, RunConfig, RunError, load_run_config, run_evolution
+
+console = Console()
+
+
+class Display:
+    """Folds the run's events into counters and renders them."""
+
+    def __init__(self, run: RunConfig):
+        self.run = run
+        self.started = time.monotonic()
+        self.counts = {"proposed": 0, "implemented": 0, "failed": 0, "rejected": 0, "duplicate": 0}
+        self.verified: dict[str, int] = {r: 0 for r in run.rung_names()}
+        self.activity: dict[str, str] = {}
+        self.phase = "starting"
+        self.last: list[str] = []
+
+    def __call__(self, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "phase":
+            self.phase = event["phase"]
+        elif kind == "selected":
+            self.counts["proposed"] += 1
+            self.activity[event["thread"]] = f"{event['mode']} of {', '.join(event['parents']) or 'nothing'}"
+        elif kind == "design_step":
+            self.activity[event["thread"]] = event["status"][:90]
+        elif kind == "designed":
+            outcome = event["outcome"]
+            key = outcome if outcome in self.counts else "failed"
+            self.counts[key] += 1
+            self._log(f"{event['name']}: {outcome}" + (f" ({event['reason'][:70]})" if event.get("reason") and
+                                                       outcome != "implemented" else ""))
+        elif kind == "verify":
+            self.activity[event["design"]] = f"verifying on {event['rung']} (seed {event['seed']})"
+        elif kind == "verify_progress":
+            self.activity[event["design"]] = f"{event['rung']}: {event.get('phase', '')}"
+        elif kind == "verified":
+            self.activity.pop(event["design"], None)
+            if event["status"] == "ok":
+                self.verified[event["rung"]] = self.verified.get(event["rung"], 0) + 1
+            self._log(f"{event['design']} @ {event['rung']}: {event['status']} in {event.get('wall_s', 0):.0f} s"
+                      + (f" ({event['error'][:60]})" if event.get("error") else ""))
+        elif kind == "designed_thread_done":
+            self.activity.pop(event["thread"], None)
+        elif kind == "stop":
+            self.phase = "stopping: " + event["reason"]
+
+    def _log(self, line: str) -> None:
+        self.last = (self.last + [line])[-6:]
+
+    def render(self) -> Group:
+        elapsed = time.monotonic() - self.started
+        budget = self.run.budget
+        left = f", {max(0.0, budget.minutes - elapsed / 60):.1f} min left" if budget.minutes is not None else ""
+        head = Text(f"Genesys run on ladder {self.run.ladder}: {self.phase}  "
+                    f"[{elapsed / 60:.1f} min elapsed{left}]", style="bold")
+        table = Table(show_header=True, header_style="bold")
+        for col in ("proposed", "implemented", "failed", "rejected", "duplicate"):
+            table.add_column(col, justify="right")
+        for rung in self.verified:
+            table.add_column(f"verified@{rung}", justify="right")
+        table.add_row(*(str(self.counts[c]) for c in ("proposed", "implemented", "failed", "rejected", "duplicate")),
+                      *(str(v) for v in self.verified.values()))
+        lines = [Text(f"  {who}: {what}") for who, what in list(self.activity.items())[-6:]]
+        recent = [Text(f"  {line}", style="dim") for line in self.last]
+        return Group(head, table, *lines, *recent)
+
+
+def run(
+    resume: Path | None = typer.Option(None, "--resume", help="Continue the run in this directory after a kill."),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="Run directory [default: $GENESYS_RUN_DIR or "
+                                        "runs/default]"),
+    llm: list[str] = typer.Option([], "--llm", help="provider:model for every role, or ROLE=provider:model "
+                                  "(repeatable); none: the symbolic designer"),
+    ladder: str = typer.Option("cpu", "--ladder", help="Ladder preset (cpu, gpu)"),
+    rungs: list[str] = typer.Option([], "--rung", help="Climb only these rungs of the ladder (repeatable)"),
+    corpus: str | None = typer.Option(None, "--corpus", help="Corpus of the language-modeling rungs "
+                                      "(stdlib, a path or glob, fineweb-edu, smollm, hf:NAME)"),
+    scale: float = typer.Option(1.0, "--scale", help="Scale every rung's training tokens"),
+    workers: int = typer.Option(1, "--workers", help="Design sessions and verifications at once"),
+    budget_designs: int | None = typer.Option(None, "--budget-designs", help="Stop after this many sessions"),
+    budget_minutes: float | None = typer.Option(None, "--budget-minutes", help="Stop after this many minutes"),
+    budget_dollars: float | None = typer.Option(None, "--budget-dollars", help="Stop at this LLM spend"),
+    budget_cpu_hours: float | None = typer.Option(None, "--budget-cpu-hours", help="Stop at this much training"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the run's choices"),
+) -> None:
+    """Discover designs: select parents, design, check, verify along the ladder, repeat until a budget ends."""
+    if resume is not None:
+        given = [name for name, value in (("--llm", llm), ("--rung", rungs), ("--corpus", corpus),
+                                          ("--budget-designs", budget_designs), ("--budget-minutes", budget_minutes),
+                                          ("--budget-dollars", budget_dollars),
+                                          ("--budget-cpu-hours", budget_cpu_hours)) if value]
+        if given or run_dir is not None:
+            raise RunError(f"--resume continues a run with its recorded settings; drop {', '.join(given or ['--run-dir'])}")
+        directory = resume
+        config = load_run_config(directory)
+    else:
+        directory = run_dir or run_dir_default()
+        budgets = dict(designs=budget_designs, minutes=budget_minutes, dollars=budget_dollars,
+                       cpu_hours=budget_cpu_hours)
+        if all(v is None for v in budgets.values()):
+            budgets = DEFAULT_BUDGET
+        config = RunConfig(ladder=ladder, rungs=rungs or DEFAULT_RUNGS.get(ladder), corpus=corpus, scale=scale,
+                           llm=llm, workers=workers, seed=seed, budget=Budget(**budgets))
+    display = Display(config)
+    with Live(display.render(), console=console, refresh_per_second=2, transient=False) as live:
+        def on_event(event: dict) -> None:
+            display(event)
+            live.update(display.render())
+
+        final = run_evolution(directory, config if resume is None else None, resume=resume is not None,
+                              on_event=on_event)
+    console.print(f"run ended: {final.get('stop', 'interrupted')}; {len(final.get('sessions', []))} design "
+                  f"sessions; run directory {directory}")
+    from graph.report import leaderboard_table
+
+    console.print(leaderboard_table(directory, config))
+
+
+DEFAULT_BUDGET = {"minutes": 15.0}
+DEFAULT_RUNGS: dict[str, list[str]] = {}
