@@ -314,6 +314,8 @@ def export_hf(design: UnitTree | str, weights, tokenizer, out_dir: str | os.Path
     leaves nothing at out_dir.
     """
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ExportError(f"{out_dir} is a file: --out names the directory to create")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise ExportError(f"{out_dir} exists and is not empty: choose another --out or overwrite it")
     source, name, fingerprint = _design_source(design, name)
@@ -475,7 +477,7 @@ def _run(call: str, kwargs: dict, *, name: str, limits, output_dir=None, read_pa
 
     env = {"HF_HOME": "/tmp/work/hf", "HF_MODULES_CACHE": "/tmp/work/hf/modules", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_VERBOSITY": "error"}
-    result = run_job("exec", f"from designs.hf_export import {call}\n", name=name,
+    result = run_job("exec", f"from {__name__} import {call}\n", name=name,
                      args={"call": call, "kwargs": kwargs}, limits=limits, output_dir=output_dir,
                      read_paths=list(read_paths), env=env)
     if not result.ok:

@@ -510,21 +510,23 @@ class Novelty:
         return self.novel
 
 
-def is_novel(design: UnitTree | str, archive, nearest: NearestFn | None = None, *,
+def is_novel(design: UnitTree | str, archive, nearest: NearestFn | None = None, *, name: str | None = None,
              threshold: float = 0.95) -> Novelty:
     """Whether a design (a tree or its fingerprint) is new to `archive`.
 
     `archive` is an `ArchiveView` or a `designs.archive.Archive` (anything with
-    `find_by_fingerprint`). A fingerprint already there, under another name, is a
-    duplicate. With `nearest` (say, the knowledge store's nearest-design search) and a
-    tree, a design whose most similar neighbour reaches `threshold` is too close.
-    Errors raised by `nearest` propagate: the caller decides whether to go on without it.
+    `find_by_fingerprint`). A fingerprint already there under another name is a
+    duplicate; `name` (default: the tree's name) is the design's own, so a design
+    already recorded is not its own duplicate. With `nearest` (say, the knowledge
+    store's nearest-design search) and a tree, a design whose most similar neighbour
+    reaches `threshold` is too close. Errors raised by `nearest` propagate: the caller
+    decides whether to go on without it.
     """
     tree = design if isinstance(design, UnitTree) else None
     if tree is None and not isinstance(design, str):
         raise TypeError(f"is_novel takes a UnitTree or a fingerprint string, not {type(design).__name__}")
     fingerprint = tree.fingerprint() if tree is not None else design
-    own = tree.name if tree is not None else None
+    own = name or (tree.name if tree is not None else None)
     found = archive.find_by_fingerprint(fingerprint)
     dups = tuple(n for n in (getattr(r, "name", r) for r in found) if n != own)
     if dups:

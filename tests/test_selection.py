@@ -288,6 +288,8 @@ def test_novelty_against_a_real_archive(tmp_path):
     gpt2 = load_seed("gpt2")
     with open_archive(tmp_path / "run") as archive:
         assert is_novel(gpt2, archive)  # the design itself, already recorded under its own name
+        assert is_novel(gpt2.fingerprint(), archive, name="gpt2")  # the same, by fingerprint
+        assert not is_novel(gpt2.fingerprint(), archive)  # an unnamed design with gpt2's code
         copy = gpt2.replace("GeluMLP", gpt2.units["GeluMLP"].code + "\n# a comment changes nothing\n")
         copy.name = "gpt2_copy"
         verdict = is_novel(copy, archive)
