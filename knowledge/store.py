@@ -151,7 +151,7 @@ def unit_entries() -> list[Entry]:
 
 
 def design_text(tree: UnitTree, proposal: str = "") -> str:
-    """What a design is about, most telling first (MiniLM reads only about 256 tokens)."""
+    """What a design is about, most telling first (MiniLM reads the first 128 word pieces)."""
     parts = [f"{tree.name}: {tree.meta.get('description', '')}".strip(), proposal.strip(),
              "Units: " + "; ".join(f"{n}: {u.desc}" if u.desc else n for n, u in tree.units.items())]
     return "\n".join(p for p in parts if p)
@@ -375,7 +375,7 @@ class KnowledgeStore:
         for i, meta, dist in zip(res["ids"][0], res["metadatas"][0], res["distances"][0]):
             if i in exclude:
                 continue
-            meta = dict(meta or {})
+            meta = {key: v for key, v in (meta or {}).items() if key != "hash"}
             hits.append(Hit(i, round(1.0 - float(dist), 4), str(meta.pop("title", i)), name.rstrip("s"), meta))
         return hits[:k]
 
