@@ -121,6 +121,15 @@ class KnowledgeTools:
         return "\n".join(lines)
 
 
+def _invalid_arguments(error) -> str:
+    """Tell the model which argument was wrong, so it can call again correctly."""
+    try:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+    except AttributeError:
+        problems = str(error)
+    return f"error: invalid arguments ({problems})"
+
+
 def make_tools(store: KnowledgeStore, search: PaperSearch | None = None) -> list[BaseTool]:
     """The five knowledge tools bound to `store` (and `search`; default: cached in the run dir)."""
     t = KnowledgeTools(store, search)
@@ -136,5 +145,5 @@ def make_tools(store: KnowledgeStore, search: PaperSearch | None = None) -> list
          "and papers that use them."),
     ]
     return [StructuredTool.from_function(func=f, name=f.__name__, description=d, args_schema=a,
-                                         handle_tool_error=True, handle_validation_error=True)
+                                         handle_tool_error=True, handle_validation_error=_invalid_arguments)
             for f, a, d in specs]
