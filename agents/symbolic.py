@@ -404,16 +404,28 @@ class SymbolicDesigner:
     # ---- observer
 
     def observe(self, ctx: ObserverContext) -> RoleCall[Observation]:
-        findings = [ln.strip() for ln in ctx.report.splitlines() if ln.strip().startswith("- **")]
-        warnings = sum("warning" in ln.lower() for ln in ctx.report.splitlines())
+        errors, warnings = _section(ctx.report, "Errors"), _section(ctx.report, "Warnings")
         if ctx.report_ok:
             rating = 5.0 if not warnings else 4.0
-            notes = (f"{ctx.code.unit} passes the checks" + (f" with {warnings} warning line(s)" if warnings else "")
-                     + f"; it is {ctx.code.rationale or 'library code'}.")
+            notes = (f"{ctx.code.unit} passes the checks" + (f" with {len(warnings)} warning(s): "
+                                                             + "; ".join(warnings[:3]) if warnings else "")
+                     + f". It is {ctx.code.rationale or 'library code'}.")
             return RoleCall(Observation(unit=ctx.code.unit, rating=rating, accept=True, notes=notes))
-        notes = f"{ctx.code.unit} fails the checks: " + ("; ".join(findings[:5]) or ctx.report[:500])
-        return RoleCall(Observation(unit=ctx.code.unit, rating=1.0 if len(findings) > 2 else 2.0, accept=False,
-                                    notes=notes, suggestions=[f[:200] for f in findings[:3]]))
+        found = errors or [ln.strip() for ln in ctx.report.splitlines() if ln.strip()][:5]
+        notes = f"{ctx.code.unit} fails the checks: " + "; ".join(found[:5])
+        return RoleCall(Observation(unit=ctx.code.unit, rating=1.0 if len(errors) > 2 else 2.0, accept=False,
+                                    notes=notes[:2000], suggestions=[f[:200] for f in found[:3]]))
+
+
+def _section(report: str, title: str) -> list[str]:
+    """The findings ("- **check** ...") listed under one `## title` heading of a check report's markdown."""
+    items, inside = [], False
+    for line in report.splitlines():
+        if line.startswith("## "):
+            inside = line[3:].strip() == title
+        elif inside and line.startswith("- **"):
+            items.append(line.strip())
+    return items
 
 
 def _clip(rating) -> int:

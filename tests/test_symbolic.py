@@ -10,6 +10,7 @@ from agents.symbolic import SymbolicDesigner
 from designs.seeds import load_seed
 from designs.tree import normalize_code
 from verifier.checker import CheckOptions, check_tree
+from verifier.report import CheckReport
 from verifier.sandbox import Limits
 
 # TTT-Linear and RWKV-6 time mixing loop over mini-batches and small chunks: correct, but their
@@ -252,13 +253,18 @@ def test_observer_rates_from_the_report():
     proposal = designer.propose(ProposalContext(mode="scratch", seed=0)).output
     task = designer.plan(PlanContext(proposal=proposal)).output.tasks[0]
     code = UnitCode(unit=task.unit, code="class X: pass")
-    good = designer.observe(ObserverContext(proposal=proposal, task=task, code=code, report="All checks pass.",
+    report = CheckReport(design="d", stages=["format", "functional"], metrics={"warnings_seen": 0})
+    good = designer.observe(ObserverContext(proposal=proposal, task=task, code=code, report=report.to_markdown(),
                                             report_ok=True)).output
     assert good.accept and good.rating == 5
-    report = "# Check report\n- **causality** (MHA line 12): position 3 changes when token 7 changes\n"
-    bad = designer.observe(ObserverContext(proposal=proposal, task=task, code=code, report=report,
+    report.warn("efficiency.memory", "training memory 2.1x what GPT-2 needs")
+    warned = designer.observe(ObserverContext(proposal=proposal, task=task, code=code, report=report.to_markdown(),
+                                              report_ok=True)).output
+    assert warned.accept and warned.rating == 4 and "efficiency.memory" in warned.notes
+    report.error("causality", "position 3 changes when token 7 changes", "mask the future", "MHA", 12)
+    bad = designer.observe(ObserverContext(proposal=proposal, task=task, code=code, report=report.to_markdown(),
                                            report_ok=False)).output
-    assert not bad.accept and bad.rating <= 2 and "causality" in bad.notes
+    assert not bad.accept and bad.rating <= 2 and "causality" in bad.notes and "MHA line 12" in bad.notes
 
 
 def test_bad_input_is_a_failed_role_call():
