@@ -241,7 +241,8 @@ class _Builder:
     def library(self, lib: str, unit: str, action: str) -> None:
         code = library_units()[lib]
         desc = f"{lib} from the {HOME_SEED.get(lib, 'library')} seed" + (f", as {unit}" if unit != lib else "")
-        self.add(unit, action, f"library:{lib}", unit_mapping(code, lib, unit), library_args(lib), [], desc)
+        mapping = unit_mapping(code, lib, unit)
+        self.add(unit, _copy_action(action, mapping), f"library:{lib}", mapping, library_args(lib), [], desc)
 
     def template(self, name: str, unit: str, action: str, children: dict[str, str], args: dict,
                  desc: str, keys: dict[str, str] | None = None) -> None:
@@ -270,9 +271,15 @@ class _Builder:
             lib_code = library_units().get(u)
             same_as_library = lib_code is not None and normalize_code(lib_code) == normalize_code(unit.code)
             source = f"library:{u}" if same_as_library else f"design:{src.name}:{u}"
-            self.add(new, action if u == name else "reuse", source, mapping, copy.deepcopy(unit.args),
+            self.add(new, _copy_action(action if u == name else "reuse", mapping), source, mapping,
+                     copy.deepcopy(unit.args),
                      [names.get(c, c) for c in unit.children], unit.desc or label(src, u),
                      None if same_as_library else unit.code)
+
+
+def _copy_action(action: str, mapping: dict) -> str:
+    """Reuse is for code taken as is (the design graph may graft it from its source); a renamed copy is new."""
+    return "new" if action == "reuse" and mapping else action
 
 
 def _same_unit(a, b) -> bool:
@@ -323,11 +330,8 @@ def _build_entries(edit: Edit, parents: list[UnitTree]) -> tuple[_Builder, str]:
     elif op in ("insert_conv", "insert_gate"):
         inner = _inner_name(b, base, slot)
         if op == "insert_conv":
-            conv = b.fresh("ShortConv")
-            b.template("ConvMixer", slot, "modify", {"ShortConv": conv, "InnerMixer": inner}, {},
+            b.template("ConvMixer", slot, "modify", {"InnerMixer": inner}, {"short_conv_size": 4},
                        f"{label(base, slot)} behind a short causal convolution")
-            b.template("ShortConv", conv, "new", {}, {"short_conv_size": p.get("size", 4)},
-                       "short causal depthwise convolution in a residual")
         else:
             b.template("GatedMixer", slot, "modify", {"InnerMixer": inner}, {"output_gate_bias": 1.0},
                        f"{label(base, slot)} with a sigmoid output gate")

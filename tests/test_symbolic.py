@@ -67,12 +67,11 @@ def test_swap_of_norm_and_ffn():
 def test_insert_conv_wraps_the_mixer_and_keeps_it():
     llama = load_seed("llama")
     recipe, child = child_of("insert_conv", [llama])
-    assert label(child, "MHA") == "ConvMixer"
-    assert sorted(label(child, c) for c in child.units["MHA"].children) == ["MHA", "ShortConv"]
-    inner = next(c for c in child.units["MHA"].children if label(child, c) == "MHA")
-    assert inner == "MHACore" and child.units[inner].args == llama.units["MHA"].args
-    assert normalize_code(rename_code(child.units[inner].code, {"MHACore": "MHA"})).count("class MHA(") == 1
-    assert [e["unit"] for e in recipe["units"]] == ["MHA", "ShortConv", "MHACore"]
+    assert label(child, "MHA") == "ConvMixer" and child.units["MHA"].args == {"short_conv_size": 4}
+    assert child.units["MHA"].children == ["MHACore"] and label(child, "MHACore") == "MHA"
+    assert child.units["MHACore"].args == llama.units["MHA"].args
+    assert rename_code(child.units["MHACore"].code, {"MHACore": "MHA"}).count("class MHA(GAUBase)") == 1
+    assert [(e["unit"], e["action"]) for e in recipe["units"]] == [("MHA", "modify"), ("MHACore", "new")]
     assert_kept(llama, child, "MHA")
 
 
@@ -137,7 +136,8 @@ def test_wrapping_twice_keeps_names_unique():
     assert not [e for e in candidate_edits("mutation", [first]) if e.operator in ("insert_conv", "insert_gate")]
     recipe, second = child_of("interleave", [first], donor="GatedLinearAttention")
     labels = sorted(label(second, n) for n in second.reachable())
-    assert labels.count("MHA") == 1 and labels.count("ShortConv") == 1 and "LayerRouter" in labels
+    assert labels.count("MHA") == 1 and labels.count("ConvMixer") == 1 and "LayerRouter" in labels
+    assert {"MHACore", "MHACore2"} <= set(second.units)  # the old wrapper moved to a fresh name
     assert len(second.reachable()) == len(set(second.reachable()))
 
 
@@ -211,6 +211,8 @@ def test_plan_and_coder_rebuild_the_recipe_unit_by_unit():
     proposal = designer.propose(ProposalContext(mode="crossover", parents=parents, seed=2)).output
     plan = designer.plan(PlanContext(proposal=proposal, parents=parents)).output
     assert plan.tasks[0].unit == proposal.selected_unit and plan.tasks[0].action == "modify"
+    for task in plan.tasks[1:]:  # "reuse" only for code the graph could graft from "design:Unit" as is
+        assert task.action == "new" or task.source.split(":")[1] == task.unit
     tree = initial_tree(proposal.recipe, load_seed("hyena"))
     for task in plan.tasks:
         ctx = CoderContext(proposal=proposal, plan=plan, task=task, tree=tree.to_dict(), view=tree.view())
