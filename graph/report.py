@@ -556,11 +556,11 @@ def fitness_color(fitness: float | None, scale: float) -> str:
     return "#" + "".join(f"{c:02x}" for c in rgb)
 
 
-def _color_legend(frame_width: int, y: int, scale: float) -> tuple[str, list[str]]:
+def _color_legend(y: int, scale: float) -> tuple[str, list[str]]:
     stops = "".join(f'<stop offset="{(i / 8):.3f}" stop-color="{fitness_color((i / 4 - 1) * scale, scale)}"/>'
                     for i in range(9))
     defs = f'<defs><linearGradient id="fitness-scale">{stops}</linearGradient></defs>'
-    x = frame_width - 230
+    x = 60
     body = [f'<rect x="{x}" y="{y}" width="160" height="10" fill="url(#fitness-scale)" class="legend-bar"/>',
             f'<text x="{x - 4}" y="{y + 9}" class="tick" text-anchor="end">{-scale:+.3g}</text>',
             f'<text x="{x + 164}" y="{y + 9}" class="tick">{scale:+.3g} fitness</text>']
@@ -582,13 +582,14 @@ class DesignPoint:
     created_at: datetime | None = None
 
 
-def plot_best_fitness(points: list[DesignPoint]) -> str:
-    """Each design's fitness by creation order, and the best so far as a step line (GPT-2 at 0)."""
+def plot_best_fitness(points: list[DesignPoint], rungs: list[str] = ()) -> str:
+    """Each design's fitness by creation order (coloured by the rung it reached), the best so far as a step
+    line, GPT-2 at 0."""
     designs = [p for p in points if p.mode != "seed"]
     scored = [p for p in designs if p.fitness is not None]
     n = max([p.order for p in designs] + [1])
     values = [0.0] + [v for p in scored for v in (p.fitness - p.sigma, p.fitness + p.sigma)]
-    frame = Frame(0.5, n + 0.5, *padded(min(values), max(values)))
+    frame = Frame(0.5, n + 0.5, *padded(min(values), max(values)), top=52)
     body = axes(frame, "design session (creation order)", "fitness vs GPT-2")
     body.append(f'<line x1="{frame.left}" x2="{frame.width - frame.right}" y1="{frame.py(0):.1f}" '
                 f'y2="{frame.py(0):.1f}" class="baseline"/><text x="{frame.width - frame.right - 4}" '
@@ -604,12 +605,19 @@ def plot_best_fitness(points: list[DesignPoint]) -> str:
         steps.append((n + 0.5, best))
         path = " ".join(f"{frame.px(x):.1f},{frame.py(y):.1f}" for x, y in steps)
         body.append(f'<polyline points="{path}" class="best"/>')
+    order = list(rungs) + sorted({p.rung for p in scored} - set(rungs))
+    color = {r: PALETTE[(i + 1) % len(PALETTE)] for i, r in enumerate(order)}
     for p in scored:
         x, y = frame.px(p.order), frame.py(p.fitness)
         body.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{frame.py(p.fitness - p.sigma):.1f}" '
                     f'y2="{frame.py(p.fitness + p.sigma):.1f}" class="errorbar"/>'
-                    f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" class="point"><title>{_esc(p.name)}: '
-                    f'{p.fitness:+.4f} ± {p.sigma:.4f} at {_esc(p.rung)}</title></circle>')
+                    f'<circle cx="{x:.1f}" cy="{y:.1f}" r="4" class="point" fill="{color[p.rung]}"><title>'
+                    f'{_esc(p.name)}: {p.fitness:+.4f} ± {p.sigma:.4f} at {_esc(p.rung)}</title></circle>')
+    reached = [r for r in order if any(p.rung == r for p in scored)]
+    for i, r in enumerate(reached):  # one legend row in the top margin
+        lx, ly = frame.left + 6 + 120 * i, frame.top - 8
+        body.append(f'<circle cx="{lx}" cy="{ly - 4}" r="4" fill="{color[r]}"/>'
+                    f'<text x="{lx + 8}" y="{ly}" class="tick">reached {_esc(r)}</text>')
     return _svg("plot-best-fitness", frame, "Best fitness over the run", body)
 
 
@@ -648,23 +656,23 @@ def plot_phylogeny(points: list[DesignPoint]) -> str:
     layout = phylogeny_layout(points)
     widest = Counter(d for d, _ in layout.values()).most_common(1)[0][1] if layout else 1
     rows = max((d for d, _ in layout.values()), default=0) + 1
-    frame = Frame(0, 1, 0, 1, width=max(720, 120 * widest + 80), height=90 * rows + 110, left=0, right=0, top=0,
+    frame = Frame(0, 1, 0, 1, width=max(720, 120 * widest + 80), height=90 * rows + 40, left=0, right=0, top=0,
                   bottom=0)
     counts = Counter(d for d, _ in layout.values())
 
     def xy(name: str) -> tuple[float, float]:
         d, s = layout[name]
         gap = (frame.width - 80) / counts[d]
-        return 40 + gap * (s + 0.5), 60 + 90 * d
+        return 40 + gap * (s + 0.5), 70 + 90 * d
 
     scale = max([abs(p.fitness) for p in points if p.fitness is not None] + [1e-3])
-    defs, body = _color_legend(frame.width, 30, scale)
+    defs, body = _color_legend(30, scale)
     for p in points:
         for i, q in enumerate(p.parents):
             if q in layout:
                 (x1, y1), (x2, y2) = xy(q), xy(p.name)
                 dash = "" if i == 0 else ' stroke-dasharray="4 3"'
-                body.append(f'<path d="M{x1:.1f},{y1 + 10:.1f} C{x1:.1f},{y1 + 50:.1f} {x2:.1f},{y2 - 50:.1f} '
+                body.append(f'<path d="M{x1:.1f},{y1 + 30:.1f} C{x1:.1f},{y1 + 60:.1f} {x2:.1f},{y2 - 50:.1f} '
                             f'{x2:.1f},{y2 - 10:.1f}" class="edge"{dash}/>')
     for p in points:
         x, y = xy(p.name)
@@ -723,13 +731,14 @@ def plot_pareto(rung: str, points: list[tuple[str, float, float, float]]) -> str
         body.append(f'<polyline points="{path}" class="front"/>')
     for name, f, y, s in points:
         x = frame.px(f)
-        cls = "point baseline-point" if name == BASELINE else "point front-point" if name in front else "point"
+        cls = "point baseline-point" if name == BASELINE else "point front-point" if name in front else "point other"
         body.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{frame.py(y - s):.1f}" y2="{frame.py(y + s):.1f}" '
                     f'class="errorbar"/><circle cx="{x:.1f}" cy="{frame.py(y):.1f}" r="4.5" class="{cls}">'
                     f'<title>{_esc(name)}: {y:+.4f} ± {s:.4f}, {tick_label(f)} FLOPs/token</title></circle>')
         if name in front or name == BASELINE:
-            body.append(f'<text x="{x + 7:.1f}" y="{frame.py(y) - 6:.1f}" class="tick">{_esc(_one_line(name, 22))}'
-                        f'</text>')
+            right = x > frame.width - frame.right - 140  # near the right edge: label on the left
+            body.append(f'<text x="{x - 7 if right else x + 7:.1f}" y="{frame.py(y) - 6:.1f}" class="tick" '
+                        f'text-anchor="{"end" if right else "start"}">{_esc(_one_line(name, 22))}</text>')
     return _svg(f"plot-pareto-{_slug(rung)}", frame, f"Fitness against FLOPs per token at {rung}", body)
 
 
@@ -888,7 +897,7 @@ svg.plot{background:#fff;margin:.5em 0;font-family:inherit}
 svg .title{font-size:14px;font-weight:600;text-anchor:middle}svg .tick{font-size:10px;fill:#444}
 svg .label{font-size:11px;fill:#222}svg .box{fill:none;stroke:#999}svg .grid{stroke:#eee}
 svg .baseline{stroke:#000;stroke-dasharray:5 4}svg .best{fill:none;stroke:#1f77b4;stroke-width:2}
-svg .point{fill:#1f77b4;stroke:#fff}svg .front-point{fill:#d62728}svg .baseline-point{fill:#000}
+svg .point{stroke:#fff}svg .front-point{fill:#d62728}svg .other{fill:#1f77b4}svg .baseline-point{fill:#000}
 svg .errorbar{stroke:#999}svg .front{fill:none;stroke:#d62728;stroke-width:1.5}
 svg .curve{fill:none;stroke-width:1.3}svg .edge{fill:none;stroke:#999}
 svg .node{stroke:#333;stroke-width:1}svg .node.failed{stroke:#999;stroke-dasharray:2 2}
@@ -952,7 +961,7 @@ def render_report(archive, data: RunData, run_config: dict | None = None) -> str
         ("summary", "Run summary", _summary_html(data, run_config)),
         ("leaderboard", "Leaderboard", '<div class="scroll">' + _leaderboard_html(data.rows) + "</div>"),
         ("fitness-over-time", "Best fitness over time",
-         plot_best_fitness(data.points) + '<p class="note">Each design\'s fitness at the highest rung it reached '
+         plot_best_fitness(data.points, [r.name for r in get_ladder(data.ladder)]) + '<p class="note">Each design\'s fitness at the highest rung it reached '
          "(bars: ± noise); the line is the best so far.</p>"),
         ("phylogeny", "Phylogeny", '<div class="scroll">' + plot_phylogeny(phylogeny_points(data.points))
          + "</div>"),

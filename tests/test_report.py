@@ -322,13 +322,14 @@ def test_report_plot_contents(report_html):
     pareto = report_html.split('id="plot-pareto-lm-xs"')[1].split("</svg>")[0]
     # GPT-2 (cheapest), the mutant and the resized design are on the front; WORSE costs more than GPT-2 for less.
     assert pareto.count("front-point") == 2 and "baseline-point" in pareto
-    assert f'class="tick">{MUTANT}</text>' in pareto and f'class="tick">{WORSE}</text>' not in pareto
+    assert f">{MUTANT}</text>" in pareto and f">{WORSE}</text>" not in pareto  # only the front is labelled
     assert 'class="front"' in pareto
     phylogeny = report_html.split('id="plot-phylogeny"')[1].split("</svg>")[0]
     assert phylogeny.count('stroke-dasharray="4 3"') == 1  # the crossover's second parent
     assert 'class="node failed"' in phylogeny
     best = report_html.split('id="plot-best-fitness"')[1].split("</svg>")[0]
-    assert best.count("<circle") == 4 and 'class="best"' in best  # 4 verified designs of 5 sessions
+    assert best.count('class="point"') == 4 and 'class="best"' in best  # 4 verified designs of 5 sessions
+    assert "reached lm-xs" in best and "reached synthetic" in best
     for text in (f"Best: <b>{RESIZED}</b>", "total LLM spend $0.0360", "cpu/lm-xs", "implemented"):
         assert text in report_html
 
