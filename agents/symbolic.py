@@ -152,9 +152,9 @@ def _text(edit: Edit, parents: list[UnitTree]) -> dict:
             units=[content],
             motivation=f"{_what(content).capitalize()} sees every earlier token only through its mixing rule; "
                        f"local patterns (the previous token, short n-grams) must be learned through it.",
-            idea=f"Put a short causal depthwise convolution (4 taps, residual) in front of {content} in the {slot} "
-                 f"slot, as H3, Primer and the Mamba and DeltaNet layers do, so its inputs already carry their "
-                 f"predecessors.",
+            idea=f"Put a short causal depthwise convolution (4 taps, residual) in front of {content}"
+                 + (f" in the {slot} slot" if slot != content else "") + ", as H3, Primer and the Mamba and DeltaNet "
+                 "layers do, so its inputs already carry their predecessors.",
             math="U_t = X_t + sum_{j=0}^{k-1} w_j * X_{t-j}  (per channel);  Y = Mixer(U)",
             pseudo=f"u = x + causal_depthwise_conv(x, k=4)\ny, Z = {content}(u, **Z)",
             effect="Expected: better recall and lower loss early in training for a few embed_dim parameters.",
@@ -164,7 +164,7 @@ def _text(edit: Edit, parents: list[UnitTree]) -> dict:
             units=[content],
             motivation=f"{_what(content).capitalize()} adds whatever it retrieves to the residual stream; a token "
                        f"cannot suppress an unhelpful retrieval.",
-            idea=f"Multiply the output of {content} ({slot} slot) elementwise by a sigmoid gate computed from the "
+            idea=f"Multiply the output of {content} elementwise by a sigmoid gate computed from the "
                  f"same input token (bias 1 at init, so the gate starts open), the output gating of GAU, RetNet "
                  f"and GLA.",
             math="Y = Mixer(X) * sigmoid(X W_g + b_g)",
@@ -212,7 +212,7 @@ def _text(edit: Edit, parents: list[UnitTree]) -> dict:
 
 def _proposal(edit: Edit, recipe: dict, parents: list[UnitTree], mode: str, references: list[str],
               revision: str) -> Proposal:
-    text = _text(edit, parents)
+    text = {k: (v[:1].upper() + v[1:] if isinstance(v, str) else v) for k, v in _text(edit, parents).items()}
     return Proposal(title=edit.title, mode=mode, parents=recipe["parents"], selected_unit=edit.selected,
                     motivation=(revision + " " if revision else "") + text["motivation"], idea=text["idea"],
                     math=text["math"], pseudo_code=text["pseudo"], expected_effect=text["effect"],
