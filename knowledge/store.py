@@ -30,6 +30,7 @@ import secrets
 import shutil
 import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -130,13 +131,19 @@ def paper_entries(records: dict[str, PaperRecord]) -> list[Entry]:
             for r in records.values()]
 
 
+@lru_cache(maxsize=1)
+def _seed_trees() -> tuple[UnitTree, ...]:
+    """The seed designs, parsed once per process (parsing their code is most of a no-op index)."""
+    return tuple(load_seed(seed) for seed in seed_names())
+
+
 def unit_entries() -> list[Entry]:
     """One entry per unit of the seed library: its docstring and what the seeds say it does."""
     docs: dict[str, str] = {}
     descs: dict[str, list[str]] = {}
     used_by: dict[str, list[str]] = {}
-    for seed in seed_names():
-        tree = load_seed(seed)
+    for tree in _seed_trees():
+        seed = tree.name
         for name, unit in tree.units.items():
             docs[name] = unit.spec.document
             if unit.desc and unit.desc not in descs.setdefault(name, []):
@@ -159,9 +166,8 @@ def design_text(tree: UnitTree, proposal: str = "") -> str:
 
 def seed_design_entries() -> list[Entry]:
     entries = []
-    for seed in seed_names():
-        tree = load_seed(seed)
-        paper = tree.meta.get("paper") or {}
+    for tree in _seed_trees():
+        seed, paper = tree.name, tree.meta.get("paper") or {}
         entries.append(Entry(seed, design_text(tree), {"title": paper.get("title", seed), "source": "seed",
                                                        "family": tree.meta.get("family", "")}))
     return entries

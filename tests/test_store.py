@@ -11,7 +11,9 @@ import json
 import math
 import shutil
 import tempfile
+import threading
 from functools import lru_cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -289,3 +291,41 @@ def test_embedding_spec_from_config(monkeypatch):
         ef(["text"])
     with pytest.raises(EmbeddingError, match="unknown embedding"):
         embedding_function("word2vec")
+
+
+class _EmbeddingsStub(BaseHTTPRequestHandler):
+    """An OpenAI-compatible /v1/embeddings endpoint on 127.0.0.1 (openai's client uses httpx2, not httpx)."""
+
+    requests: list = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append((self.path, body))
+        data = [{"object": "embedding", "index": i, "embedding": [0.6, 0.8] if i else [1.0, 0.0]}
+                for i in range(len(body["input"]))]
+        reply = json.dumps({"object": "list", "model": body["model"], "data": data,
+                            "usage": {"prompt_tokens": 4, "total_tokens": 4}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_openai_embedding_calls_the_api_when_configured(monkeypatch):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _EmbeddingsStub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+        monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{server.server_port}/v1")
+        monkeypatch.delenv("OPENAI_API_BASE", raising=False)
+        vectors = embedding_function("openai:text-embedding-3-small")(["first text", "second text"])
+    finally:
+        server.shutdown()
+    assert [list(map(float, v)) for v in vectors] == [[1.0, 0.0], pytest.approx([0.6, 0.8])]
+    path, body = _EmbeddingsStub.requests[-1]
+    assert path == "/v1/embeddings" and body["model"] == "text-embedding-3-small"
+    assert body["input"] == ["first text", "second text"]
