@@ -194,16 +194,23 @@ def rows_table(rows: list[Row], ladder: str, limit: int | None = 20) -> Table:
     more = f"; {len(rows) - len(shown)} more" if len(shown) < len(rows) else ""
     table = Table(title=f"leaderboard ({ladder} ladder; fitness = gain over GPT-2 at the highest rung reached, "
                         f"± its noise; equal ranks are ties within {TIE_Z:g} sigma{more})")
-    for col, justify in (("#", "right"), ("design", "left"), ("parents", "left"), ("mode", "left"),
-                         ("rung", "left"), ("fitness", "right"), ("params", "right"), ("metric", "right"),
-                         ("cost", "right"), ("about", "left")):
-        table.add_column(col, justify=justify)
+    # Names are what `show` takes: never cut. The proposal's title gives way first.
+    longest = max((len(n) for r in shown for n in (r.design, *r.parents)), default=6)
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("design", no_wrap=True, min_width=longest)
+    table.add_column("parents", overflow="fold")
+    table.add_column("mode")
+    table.add_column("rung")
+    table.add_column("fitness", justify="right", no_wrap=True)
+    for col in ("params", "metric", "cost"):
+        table.add_column(col, justify="right")
+    table.add_column("about")
     for row in shown:
         metric = ", ".join(fmt.format(row.metrics[k]) for k, fmt in TABLE_METRICS.items()
                            if row.metrics.get(k) is not None)
-        table.add_row(str(row.rank), row.design, ", ".join(row.parents) or "-", row.mode, row.rung,
+        table.add_row(str(row.rank), row.design, "\n".join(row.parents) or "-", row.mode, row.rung,
                       f"{row.fitness:+.4f} ± {row.noise:.4f}", f"{row.params:,}" if row.params else "-", metric,
-                      f"${row.dollars:.2f}, {_duration(row.compute_s)}", row.title[:50])
+                      f"${row.dollars:.2f} {_duration(row.compute_s)}", _one_line(row.title, 30))
     return table
 
 
