@@ -106,7 +106,7 @@ def show(paper_id: str = typer.Argument(..., help="Record id (gla-2023) or arXiv
         close = difflib.get_close_matches(paper_id.strip().lower(), list(records), n=3, cutoff=0.5)
         _fail(f"no library record with id or arXiv id {paper_id!r}"
               + (f"; close matches: {', '.join(close)}" if close else ""))
-    console.print(record.to_markdown(), markup=False, highlight=False)
+    console.print(record.to_markdown(), markup=False, highlight=False, soft_wrap=True)
 
 
 def _slug(title: str, year: int, taken: set[str]) -> str:
