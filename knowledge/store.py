@@ -186,9 +186,9 @@ class Hit:
     kind: str  # paper | unit | design
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def line(self) -> str:
+    def line(self, label: str = "") -> str:
         """`- [id] title (similarity 0.71)`: one markdown line an LLM can cite."""
-        return f"- [{self.id}] {self.title} (similarity {self.similarity:.2f})"
+        return f"- {label + ' ' if label else ''}[{self.id}] {self.title} (similarity {self.similarity:.2f})"
 
 
 @dataclass
@@ -200,8 +200,7 @@ class Nearest:
 
     def lines(self) -> list[str]:
         """Markdown lines for the reviewer: designs first (novelty), then papers."""
-        return ([f"- design {h.line()[2:]}" for h in self.designs]
-                + [f"- paper {h.line()[2:]}" for h in self.papers])
+        return [h.line("design") for h in self.designs] + [h.line("paper") for h in self.papers]
 
 
 @dataclass
@@ -275,8 +274,12 @@ class KnowledgeStore:
         tmp.write_text(json.dumps({**self._expected(), "dir": folder.name}, indent=1))
         tmp.replace(self._marker)
         for old in self.root.glob("chroma*"):
-            if old != folder:
-                shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+            if old == folder:
+                continue
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
         self._fresh = False
 
     def _connect(self, folder: Path) -> None:
