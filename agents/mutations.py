@@ -70,8 +70,6 @@ SHORT = {"MHA": "Attn", "GatedLinearAttention": "GLA", "MultiScaleRetention": "R
          "Mamba2Mixer": "Mamba2", "DeltaNetMixer": "DeltaNet", "GatedDeltaNetMixer": "GDN",
          "RWKV6TimeMix": "RWKV6", "TTTLinear": "TTT", "GeluMLP": "Gelu", "SwiGLU": "SwiGLU",
          "RWKV6ChannelMix": "CMix", "LayerNorm": "LN", "RMSNorm": "RMS"}
-MUTATION_OPERATORS = ("swap", "insert_conv", "insert_gate", "interleave", "hyper")
-CROSSOVER_OPERATORS = ("graft", "cross_interleave")
 
 
 class RecipeError(ValueError):

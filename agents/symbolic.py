@@ -126,8 +126,9 @@ def _text(edit: Edit, parents: list[UnitTree]) -> dict:
             units=[norm, *mixers, ffn],
             motivation=f"No seed pairs {names} with {norm} and {ffn}; a fresh pre-norm block tests that combination "
                        f"on its own terms rather than as an edit of a tuned parent.",
-            idea=f"A pre-norm residual block: {_what(norm)}, then {' alternating by layer with '.join(_what(m) for m in mixers)}"
-                 f" as the token mixer, then {_what(ffn)}. {_mechanism(mixers)}",
+            idea=f"A pre-norm residual block: {_what(norm)}, then "
+                 f"{' alternating by layer with '.join(_what(m) for m in mixers)} as the token mixer, then "
+                 f"{_what(ffn)}. {_mechanism(mixers)}",
             math="H = X + Mixer(Norm(X));  Y = H + FFN(Norm(H))\n" + _math(mixers[0]),
             pseudo="h, Z = mixer(norm(x), **Z); x = x + h\nh, Z = ffn(norm(x), **Z); return x + h, Z",
             effect=f"Expected: {_strength(mixers[0])}" + (f", and {_strength(mixers[1])} on alternate layers"
@@ -141,7 +142,8 @@ def _text(edit: Edit, parents: list[UnitTree]) -> dict:
         donor = p["donor"]
         return dict(
             units=[content, donor],
-            motivation=f"{base.name} uses {_what(content)} in its {slot} slot, whose weakness is: {_weakness(content)}.",
+            motivation=f"{base.name} uses {_what(content)} in its {slot} slot, whose weakness is: "
+                       f"{_weakness(content)}.",
             idea=f"Replace it with {_what(donor)}, taken unchanged from the {donor} unit of the library (its "
                  f"hyperparameters as in its home seed); the rest of {base.name} is kept. {_mechanism([donor])}",
             math=_math(donor), pseudo=f"{slot}(X) := {donor}(X)   # same interface: (B, T, D) -> (B, T, D)",
