@@ -258,12 +258,29 @@ def test_show_crossover_args_change_seed_and_failed_design(run_dir):
 
 
 def test_unit_diff_lists_added_and_removed_units():
-    gpt2 = load_seed("gpt2")
-    llama = load_seed("llama")
+    gpt2, llama = load_seed("gpt2"), load_seed("llama")
     changes = {unit: (what, lines) for unit, what, lines in unit_diff(gpt2, llama)}
-    assert changes["GPT2Block"][0] == "removed" and changes["LlamaBlock"][0] == "added"
-    assert changes["LlamaBlock"][1][:2] == ["--- /dev/null", "+++ llama/LlamaBlock"]
+    assert changes["GPT2Block"][0] == "removed" and changes["SwiGLU"][0] == "added"
+    assert changes["SwiGLU"][1][:2] == ["--- /dev/null", "+++ llama/SwiGLU"]
+    assert changes["LayerNorm"][1][-1].startswith("-") and "RMSNorm" in changes
     assert unit_diff(gpt2, gpt2) == []
+
+
+def test_unit_diff_shows_a_renamed_unit_as_its_changed_lines():
+    gpt2 = load_seed("gpt2")
+    child = named(UnitTree.from_dict(gpt2.to_dict()), "renamed")
+    mlp = child.units.pop("GeluMLP")
+    mlp.name, mlp.code = "FeedForward", mlp.code.replace("GeluMLP", "FeedForward")
+    child.units["FeedForward"] = mlp
+    block = child.units["GPT2Block"]
+    block.children = [c if c != "GeluMLP" else "FeedForward" for c in block.children]
+    block.code = block.code.replace("GeluMLP", "FeedForward")
+    changes = {unit: (what, lines) for unit, what, lines in unit_diff(gpt2, child)}
+    what, lines = changes["FeedForward"]
+    assert what == "added, from gpt2/GeluMLP" and lines[:2] == ["--- gpt2/GeluMLP", "+++ renamed/FeedForward"]
+    assert "-class GeluMLP(GAUBase):" in lines and "+class FeedForward(GAUBase):" in lines
+    assert len([line for line in lines if line.startswith("+") and not line.startswith("+++")]) < 6
+    assert changes["GeluMLP"][0] == "removed" and "# children:" in changes["GPT2Block"][1][0]
 
 
 # ---------------------------------------------------------------- HTML report
