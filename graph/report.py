@@ -360,12 +360,13 @@ def unit_diff(parent: UnitTree, child: UnitTree, others: tuple[UnitTree, ...] = 
             if old.code == new.code and old.args == new.args and old.children == new.children:
                 continue
             notes += [f"# args {k}: {_arg(old.args, k)} -> {_arg(new.args, k)}"
-                      for k in sorted(set(old.args) | set(new.args)) if old.args.get(k, _UNSET) != new.args.get(k, _UNSET)]
+                      for k in sorted(set(old.args) | set(new.args))
+                      if old.args.get(k, _UNSET) != new.args.get(k, _UNSET)]
             if old.children != new.children:
                 notes.append(f"# children: {old.children} -> {new.children}")
         lines = difflib.unified_diff((old.code if old else "").splitlines(), (new.code if new else "").splitlines(),
-                                     fromfile=source or "/dev/null", tofile=f"{child.name}/{unit}" if new else "/dev/null",
-                                     lineterm="")
+                                     fromfile=source or "/dev/null",
+                                     tofile=f"{child.name}/{unit}" if new else "/dev/null", lineterm="")
         out.append((unit, what, notes + list(lines)))
     return out
 
@@ -573,7 +574,8 @@ def axes(frame: Frame, xlabel: str, ylabel: str, xticks: bool = True) -> list[st
            f'height="{frame.height - frame.top - frame.bottom}" class="box"/>']
     for y in nice_ticks(frame.y0, frame.y1):
         py = frame.py(y)
-        out.append(f'<line x1="{frame.left}" x2="{frame.width - frame.right}" y1="{py:.1f}" y2="{py:.1f}" class="grid"/>'
+        out.append(f'<line x1="{frame.left}" x2="{frame.width - frame.right}" y1="{py:.1f}" y2="{py:.1f}" '
+                   'class="grid"/>'
                    f'<text x="{frame.left - 6}" y="{py + 4:.1f}" class="tick" text-anchor="end">{tick_label(y)}</text>')
     if xticks:
         for x in nice_ticks(frame.x0, frame.x1, 7):
@@ -931,9 +933,11 @@ def _fitness_at(rung: Rung, runs: dict[str, list[VerificationRecord]]) -> dict[s
 
 
 STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222;
+padding:0 1em}
 h1{font-size:1.6em}h2{margin-top:2em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;font-size:.9em;margin:.5em 0}th,td{padding:.25em .6em;border-bottom:1px solid #eee;text-align:left}
+table{border-collapse:collapse;font-size:.9em;margin:.5em 0}
+th,td{padding:.25em .6em;border-bottom:1px solid #eee;text-align:left}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 .scroll{overflow-x:auto}.empty{color:#777;font-style:italic}p.note{color:#555;font-size:.9em}
 svg.plot{background:#fff;margin:.5em 0;font-family:inherit}
@@ -1004,8 +1008,9 @@ def render_report(archive, data: RunData, run_config: dict | None = None) -> str
         ("summary", "Run summary", _summary_html(data, run_config)),
         ("leaderboard", "Leaderboard", '<div class="scroll">' + _leaderboard_html(data.rows) + "</div>"),
         ("fitness-over-time", "Best fitness over time",
-         plot_best_fitness(data.points, [r.name for r in get_ladder(data.ladder)]) + '<p class="note">Each design\'s fitness at the highest rung it reached '
-         "(bars: ± noise); the line is the best so far.</p>"),
+         plot_best_fitness(data.points, [r.name for r in get_ladder(data.ladder)])
+         + '<p class="note">Each design\'s fitness at the highest rung it reached (bars: ± noise); the line is the '
+         "best so far.</p>"),
         ("phylogeny", "Phylogeny", '<div class="scroll">' + plot_phylogeny(phylogeny_points(data.points))
          + "</div>"),
         ("loss-curves", "Loss curves per rung", "".join(loss) or none.format("no training curves recorded")),
