@@ -675,16 +675,22 @@ def phylogeny_layout(points: list[DesignPoint]) -> dict[str, tuple[int, float]]:
     """
     by_name = {p.name: p for p in points}
     depth: dict[str, int] = {}
-
-    def depth_of(name: str, seen: frozenset = frozenset()) -> int:
-        if name not in depth:
-            parents = [q for q in by_name[name].parents if q in by_name and q not in seen]
-            depth[name] = 1 + max((depth_of(q, seen | {name}) for q in parents), default=-1)
-        return depth[name]
+    for p in points:  # depth first with a stack: lineages can be longer than Python's recursion limit
+        stack, on_stack = [p.name], {p.name}
+        while stack:
+            name = stack[-1]
+            parents = [q for q in by_name[name].parents if q in by_name]
+            pending = [q for q in parents if q not in depth and q not in on_stack]
+            if pending:  # one at a time, so the stack is a path and on_stack catches only true cycles
+                stack.append(pending[0])
+                on_stack.add(pending[0])
+                continue
+            depth[name] = 1 + max((depth[q] for q in parents if q in depth), default=-1)
+            on_stack.discard(stack.pop())
 
     rows: dict[int, list[DesignPoint]] = defaultdict(list)
     for p in points:
-        rows[depth_of(p.name)].append(p)
+        rows[depth[p.name]].append(p)
     slot: dict[str, float] = {}
     for d in sorted(rows):
         def key(p: DesignPoint) -> tuple:
