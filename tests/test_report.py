@@ -382,8 +382,10 @@ def test_phylogeny_layout_puts_parents_above_children():
     assert [layout[n][0] for n in ("gpt2", "llama", "a", "b", "c", "d")] == [0, 0, 1, 1, 2, 3]
     assert layout["a"][1] < layout["b"][1]  # under their parents' order
     # A crossover of a design with its own child sits below both.
-    late = phylogeny_layout(pts + [DesignPoint("e", 5, ("a", "c"), "crossover", "implemented")])
-    assert late["e"][0] == 3
+    family = [DesignPoint("gpt2", 0, (), "seed", "seed"), DesignPoint("a", 1, ("gpt2",), "mutation", "implemented"),
+              DesignPoint("b", 2, ("a",), "mutation", "implemented"),
+              DesignPoint("x", 3, ("a", "b"), "crossover", "implemented")]
+    assert [phylogeny_layout(family[::-1])[n][0] for n in ("a", "b", "x")] == [1, 2, 3]
     chain = [DesignPoint("gpt2", 0, (), "seed", "seed")] + [
         DesignPoint(f"m{i}", i, (f"m{i - 1}" if i > 1 else "gpt2",), "mutation", "implemented") for i in range(1, 3000)]
     assert phylogeny_layout(chain[::-1])["m2999"] == (2999, 0.0)  # deeper than the recursion limit
