@@ -31,10 +31,16 @@ app.add_typer(ladder_app, name="ladder")
 def _mount_graph_commands() -> None:
     """`run` and `design` live in graph/ (they drive the LangGraph graphs)."""
     from graph.commands import design_app
+    from graph.report_commands import leaderboard_command, report_command, show_command
     from graph.run_command import run
+    from knowledge.commands import app as library_app
 
-    app.add_typer(design_app, name="design")
     app.command("run")(fails_cleanly(run))
+    app.add_typer(design_app, name="design")
+    app.command("leaderboard")(leaderboard_command)
+    app.command("show")(show_command)
+    app.command("report")(report_command)
+    app.add_typer(library_app, name="library", help="The reference library of papers and its search.")
 console = Console()
 
 REFERENCE_SIZE = (256, 4)  # (d_model, n_block) at which `designs list` counts parameters
@@ -340,6 +346,31 @@ def ladder_calibrate(
                                                          highlight=False))
     console.print(to_markdown(out), highlight=False, markup=False)
     console.print(f"written to {Path(run_dir) / 'calibration' / (ladder + '.md')}")
+
+
+@app.command("export")
+@fails_cleanly
+def export(
+    design: str = typer.Argument(..., help="A trained design of the run (or a seed it verified)"),
+    out: Path = typer.Option(..., "--out", help="Directory to write the Hugging Face model to"),
+    run_dir: Path = RunDir,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a non-empty --out"),
+    verify: bool = typer.Option(True, "--verify/--no-verify", help="Load it with transformers and generate, in "
+                                "the sandbox, comparing logits with the original"),
+):
+    """Write a design's trained weights as a Hugging Face model directory (AutoModelForCausalLM, trust_remote_code)."""
+    from verifier.hf_export import ExportError, export_design
+
+    try:
+        result = export_design(design, out, run_dir or run_dir_default(), overwrite=overwrite, verify=verify)
+    except ExportError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote {result.out_dir}: {result.model_type}, {result.params:,} parameters "
+               f"(d_model {result.d_model} x {result.n_block} blocks), tokenizer {result.tokenizer}")
+    if result.check:
+        typer.echo(f"loaded with transformers: max |logit difference| {result.check.get('max_abs_logit_diff')}; "
+                   f"sample: {result.check.get('text', '')[:120]!r}")
 
 
 _mount_graph_commands()

@@ -20,6 +20,7 @@ run was actually running), dollars (the agents' ledger), CPU hours (verification
 
 from __future__ import annotations
 
+import contextvars
 import json
 import operator
 import os
@@ -200,8 +201,11 @@ def verify(archive, run_dir: Path, run: RunConfig, design: str, rung: str, seed:
 
 
 def verify_many(jobs: list[tuple[str, str, int]], archive, run_dir: Path, run: RunConfig) -> list[dict]:
+    """Run verifications `workers` at a time (each job is a sandboxed process)."""
     with ThreadPoolExecutor(max_workers=run.workers) as pool:
-        return list(pool.map(lambda j: verify(archive, run_dir, run, *j), jobs))
+        # each job carries a copy of this node's context, so its progress reaches the stream
+        futures = [pool.submit(contextvars.copy_context().run, verify, archive, run_dir, run, *job) for job in jobs]
+        return [f.result() for f in futures]
 
 
 def baseline_jobs(run: RunConfig, rung: str) -> list[tuple[str, str, int]]:
@@ -221,15 +225,22 @@ def setup(state: EvolutionState, config: RunnableConfig) -> dict:
     first = run.rung_names()[0]
     _emit({"event": "phase", "phase": f"baselines on {first}"})
     verify_many(baseline_jobs(run, first), archive, run_dir, run)
-    return {"generation": 0, "elapsed_s": state.get("elapsed_s", 0.0), "mark": time.time()}
+    return {"generation": 0, **_clock(state, config)}
+
+
+def _clock(state: EvolutionState, config: RunnableConfig) -> dict:
+    """Running time so far: what the state had, plus the time since its mark or since this process
+    started, whichever is later (the time a killed run spent down does not count)."""
+    now = time.time()
+    started = _conf(config).get("process_started", now)
+    return {"elapsed_s": state.get("elapsed_s", 0.0) + now - max(state.get("mark", started), started), "mark": now}
 
 
 def spent(state: EvolutionState, config: RunnableConfig) -> dict:
     """What the run has used so far, against its budget."""
     run_dir, run = _run(config)
     archive = nodes.archive_for(config)
-    started = _conf(config).get("process_started", time.time())
-    elapsed = state.get("elapsed_s", 0.0) + time.time() - max(state.get("mark", started), started)
+    elapsed = _clock(state, config)["elapsed_s"]
     dollars = sum(v["dollars"] for v in archive.cost_summary().values())
     cpu_s = sum(v.wall_time_s for v in archive.verifications()) * _threads(run)
     return {"designs": len(state.get("sessions", [])), "elapsed_s": elapsed, "dollars": dollars,
@@ -252,7 +263,7 @@ def select(state: EvolutionState, config: RunnableConfig) -> Command:
     """Stop on a spent budget; else one design branch per worker."""
     run_dir, run = _run(config)
     used = spent(state, config)
-    clock = {"elapsed_s": used["elapsed_s"], "mark": time.time()}
+    clock = _clock(state, config)
     reason = over_budget(used, run.budget)
     if reason:
         _emit({"event": "stop", "reason": reason})
@@ -303,7 +314,7 @@ def design(task: dict, config: RunnableConfig) -> dict:
     _emit({"event": "designed", **session})
     if outcome == "implemented":
         record = archive.get_design(session["name"])
-        novelty = is_novel(record.fingerprint, archive) if "duplicate_of" not in record.meta else None
+        novelty = is_novel(record.fingerprint, archive, name=record.name) if "duplicate_of" not in record.meta else None
         if novelty is None or not novelty:
             session["outcome"] = "duplicate"
             session["reason"] = novelty.reason if novelty is not None else \
@@ -394,7 +405,9 @@ def run_config(run_dir: Path, run: RunConfig, designer=None) -> RunnableConfig:
                             "process_started": time.time()}
     if designer is not None:
         conf["designer"] = designer
-    return {"configurable": conf, "recursion_limit": 10_000, "max_concurrency": run.workers}
+    # No max_concurrency: the fan-out is already `workers` wide, and the sync stream's own waiter
+    # takes a slot of that limit (with 1 the nodes would never be scheduled).
+    return {"configurable": conf, "recursion_limit": 10_000}
 
 
 def run_evolution(run_dir: Path, run: RunConfig | None = None, *, resume: bool = False, designer=None,

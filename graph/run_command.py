@@ -12,16 +12,18 @@ and the time and budget left. The run ends on its own when a budget is spent.
 from __future__ import annotations
 
 import time
+import tomllib
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from designs.catalog import run_dir_default
-from graph.evolution import Budget, RunConfig, RunError, load_run_config, run_evolution
+from graph.evolution import RunConfig, RunError, load_run_config, run_evolution
 
 console = Console()
 
@@ -93,38 +95,37 @@ def run(
     resume: Path | None = typer.Option(None, "--resume", help="Continue the run in this directory after a kill."),
     run_dir: Path | None = typer.Option(None, "--run-dir", help="Run directory [default: $GENESYS_RUN_DIR or "
                                         "runs/default]"),
+    config_file: Path | None = typer.Option(None, "--config", help="TOML file of run settings (ladder, rungs, "
+                                            "workers, [budget], [design], ...); flags override it"),
     llm: list[str] = typer.Option([], "--llm", help="provider:model for every role, or ROLE=provider:model "
                                   "(repeatable); none: the symbolic designer"),
-    ladder: str = typer.Option("cpu", "--ladder", help="Ladder preset (cpu, gpu)"),
+    ladder: str | None = typer.Option(None, "--ladder", help="Ladder preset (cpu, gpu) [default: cpu]"),
     rungs: list[str] = typer.Option([], "--rung", help="Climb only these rungs of the ladder (repeatable)"),
     corpus: str | None = typer.Option(None, "--corpus", help="Corpus of the language-modeling rungs "
                                       "(stdlib, a path or glob, fineweb-edu, smollm, hf:NAME)"),
-    scale: float = typer.Option(1.0, "--scale", help="Scale every rung's training tokens"),
-    workers: int = typer.Option(1, "--workers", help="Design sessions and verifications at once"),
+    scale: float | None = typer.Option(None, "--scale", help="Scale every rung's training tokens"),
+    workers: int | None = typer.Option(None, "--workers", help="Design sessions and verifications at once"),
     budget_designs: int | None = typer.Option(None, "--budget-designs", help="Stop after this many sessions"),
     budget_minutes: float | None = typer.Option(None, "--budget-minutes", help="Stop after this many minutes"),
     budget_dollars: float | None = typer.Option(None, "--budget-dollars", help="Stop at this LLM spend"),
     budget_cpu_hours: float | None = typer.Option(None, "--budget-cpu-hours", help="Stop at this much training"),
-    seed: int = typer.Option(0, "--seed", help="Seed of the run's choices"),
+    seed: int | None = typer.Option(None, "--seed", help="Seed of the run's choices"),
 ) -> None:
     """Discover designs: select parents, design, check, verify along the ladder, repeat until a budget ends."""
+    flags = {k: v for k, v in dict(llm=llm, ladder=ladder, rungs=rungs, corpus=corpus, scale=scale,
+                                   workers=workers, seed=seed).items() if v not in (None, [])}
+    budgets = {k: v for k, v in dict(designs=budget_designs, minutes=budget_minutes, dollars=budget_dollars,
+                                     cpu_hours=budget_cpu_hours).items() if v is not None}
     if resume is not None:
-        given = [name for name, value in (("--llm", llm), ("--rung", rungs), ("--corpus", corpus),
-                                          ("--budget-designs", budget_designs), ("--budget-minutes", budget_minutes),
-                                          ("--budget-dollars", budget_dollars),
-                                          ("--budget-cpu-hours", budget_cpu_hours)) if value]
-        if given or run_dir is not None:
-            raise RunError(f"--resume continues a run with its recorded settings; drop {', '.join(given or ['--run-dir'])}")
+        given = [f"--{k.replace('_', '-')}" for k in [*flags, *budgets]] + \
+            [name for name, v in (("--run-dir", run_dir), ("--config", config_file)) if v is not None]
+        if given:
+            raise RunError(f"--resume continues a run with its recorded settings; drop {', '.join(given)}")
         directory = resume
         config = load_run_config(directory)
     else:
         directory = run_dir or run_dir_default()
-        budgets = dict(designs=budget_designs, minutes=budget_minutes, dollars=budget_dollars,
-                       cpu_hours=budget_cpu_hours)
-        if all(v is None for v in budgets.values()):
-            budgets = DEFAULT_BUDGET
-        config = RunConfig(ladder=ladder, rungs=rungs or DEFAULT_RUNGS.get(ladder), corpus=corpus, scale=scale,
-                           llm=llm, workers=workers, seed=seed, budget=Budget(**budgets))
+        config = settings(config_file, flags, budgets)
     display = Display(config)
     with Live(display.render(), console=console, refresh_per_second=2, transient=False) as live:
         def on_event(event: dict) -> None:
@@ -135,9 +136,29 @@ def run(
                               on_event=on_event)
     console.print(f"run ended: {final.get('stop', 'interrupted')}; {len(final.get('sessions', []))} design "
                   f"sessions; run directory {directory}")
-    from graph.report import leaderboard_table
+    from graph.report import leaderboard_table, write_report
 
     console.print(leaderboard_table(directory, config))
+    console.print(f"report: {write_report(directory, config.ladder)}")
+
+
+def settings(config_file: Path | None, flags: dict, budgets: dict) -> RunConfig:
+    """The run's settings: the embedded defaults, then the config file, then the flags."""
+    base: dict = {}
+    if config_file is not None:
+        try:
+            base = tomllib.loads(config_file.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise RunError(f"{config_file}: not valid TOML: {e}") from None
+    budget = {**(base.pop("budget", None) or {}), **budgets} or dict(DEFAULT_BUDGET)
+    merged = {**base, **flags, "budget": budget}
+    merged.setdefault("rungs", DEFAULT_RUNGS.get(merged.get("ladder", "cpu")))
+    try:
+        return RunConfig.model_validate(merged)
+    except ValidationError as e:
+        where = f" in {config_file}" if config_file else ""
+        raise RunError("bad run settings" + where + ": " + "; ".join(
+            f"{'.'.join(map(str, err['loc'])) or 'run'}: {err['msg']}" for err in e.errors())) from None
 
 
 DEFAULT_BUDGET = {"minutes": 15.0}

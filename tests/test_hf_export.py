@@ -8,7 +8,7 @@ import torch
 from safetensors import safe_open
 
 from designs.catalog import open_archive
-from designs.hf_export import (
+from verifier.hf_export import (
     ExportError,
     export_design,
     export_hf,

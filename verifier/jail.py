@@ -40,6 +40,18 @@ class _MountAttr(ctypes.Structure):
                 ("propagation", ctypes.c_uint64), ("userns_fd", ctypes.c_uint64)]
 
 
+def _chown_tree(top: str, uid: int) -> None:
+    """Hand the output directory, and what earlier jobs left in it, to this job's uid.
+
+    A resumed training job may run under another uid than the one that wrote its
+    checkpoints (uids differ between parent processes), and must read and replace them.
+    """
+    os.chown(top, uid, uid)
+    for root, dirs, files in os.walk(top):
+        for name in dirs + files:
+            os.lchown(os.path.join(root, name), uid, uid)
+
+
 def _check(ret: int, what: str) -> None:
     if ret != 0:
         err = ctypes.get_errno()
@@ -187,7 +199,7 @@ def confine(config: dict, iso: dict) -> None:
         uid = int(config["uid"])
         os.chown(workdir, uid, uid)
         if os.path.isdir(OUTDIR):
-            os.chown(OUTDIR, uid, uid)
+            _chown_tree(OUTDIR, uid)
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)  # from here the process limit counts against this uid, and root's files are closed

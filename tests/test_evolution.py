@@ -1,0 +1,159 @@
+"""The evolution graph end to end: real design sessions, checker, trainer and archive, tiny budgets."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from designs.archive import Archive
+from graph import nodes
+from graph.evolution import Budget, RunConfig, RunError, load_run_config, run_evolution, save_run_config
+
+ROOT = Path(__file__).resolve().parent.parent
+FAST_CHECK = {"efficiency": False, "train_steps": 10, "extra": {"batch_size": 4, "train_seq_len": 32}}
+# Two language-modeling rungs with a few training steps each: the whole ladder machinery, in seconds.
+TINY = dict(rungs=["lm-xs", "lm-s"], scale=0.004, design={"check": FAST_CHECK})
+
+
+def contents(run_dir: Path) -> dict:
+    """What a run left in its archive, without timestamps: designs, lineage, verifications, costs."""
+    archive = Archive.open(run_dir)
+    try:
+        designs = sorted((d.name, d.fingerprint, d.status, d.mode, d.parents) for d in archive.list_designs())
+        verifications = sorted((v.design, v.rung, v.seed) for v in archive.verifications())
+        costs = sorted((c["role"], c["calls"]) for c in
+                       [{"role": r, **v} for r, v in archive.cost_summary().items()])
+        return {"designs": designs, "verifications": verifications, "costs": costs}
+    finally:
+        archive.close()
+
+
+@pytest.fixture()
+def run_dir(tmp_path):
+    yield tmp_path / "run"
+    nodes.close_archives()
+
+
+def test_short_symbolic_run_designs_verifies_and_climbs(run_dir):
+    events: list[dict] = []
+    run = RunConfig(budget=Budget(designs=2), **TINY)
+    final = run_evolution(run_dir, run, on_event=events.append)
+
+    assert final["stop"].startswith("design budget reached")
+    assert len(final["sessions"]) == 2
+    archive = Archive.open(run_dir)
+    try:
+        runs = {(v.design, v.rung, v.seed) for v in archive.verifications()}
+        # the baseline is trained with three seeds on the first rung before anything is compared
+        assert {("gpt2", "cpu/lm-xs", s) for s in range(3)} <= runs
+        implemented = [s["name"] for s in final["sessions"] if s["outcome"] == "implemented"]
+        assert implemented, final["sessions"]
+        for name in implemented:
+            record = archive.get_design(name)
+            assert record.status == "implemented" and record.parents and record.proposal["title"]
+            assert (name, "cpu/lm-xs", 0) in runs
+        # the better half of the first rung climbs, after the baseline was trained there
+        climbed = {d for d, rung, _ in runs if rung == "cpu/lm-s"} - {"gpt2"}
+        assert climbed and climbed <= set(implemented)
+        assert {("gpt2", "cpu/lm-s", s) for s in range(3)} <= runs
+    finally:
+        archive.close()
+    kinds = {e["event"] for e in events}
+    assert {"selected", "design", "designed", "verify", "verified", "stop"} <= kinds
+
+    from graph.report import leaderboard
+
+    archive = Archive.open(run_dir)
+    try:
+        board = leaderboard(archive, "cpu")
+    finally:
+        archive.close()
+    assert "gpt2" in [r.design for r in board] and all(r.design != "llama" for r in board)
+
+
+def test_run_settings_are_checked_and_kept(run_dir, tmp_path):
+    with pytest.raises(ValueError, match="at least one budget"):
+        Budget()
+    with pytest.raises(ValueError, match="no rung"):
+        RunConfig(rungs=["lm-xxl"])
+    with pytest.raises(ValueError, match="gpt2"):
+        RunConfig(baselines=["llama"])
+    run = RunConfig(budget=Budget(designs=0), **TINY)
+    save_run_config(run_dir, run)
+    assert load_run_config(run_dir) == run
+    with pytest.raises(RunError, match="already holds a run"):
+        run_evolution(run_dir, run)
+    (run_dir / "run.json").write_text(json.dumps({**run.model_dump(), "format": 99}))
+    with pytest.raises(RunError, match="format 99"):
+        load_run_config(run_dir)
+    with pytest.raises(RunError, match="not a run directory"):
+        load_run_config(tmp_path / "nowhere")
+
+
+def test_zero_budget_ends_after_the_baselines(run_dir):
+    final = run_evolution(run_dir, RunConfig(budget=Budget(designs=0), **{**TINY, "rungs": ["lm-xs"]}))
+    assert final["stop"].startswith("design budget reached (0")
+    assert contents(run_dir)["verifications"] == [("gpt2", "cpu/lm-xs", s) for s in range(3)]
+
+
+def test_cli_run_rejects_contradictory_flags(tmp_path):
+    import cli
+
+    result = CliRunner().invoke(cli.app, ["run", "--resume", str(tmp_path), "--budget-designs", "3"])
+    assert result.exit_code == 2
+    assert "--resume continues a run with its recorded settings" in result.output
+
+
+def _cli_run(run_dir: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "GENESYS_RUN_DIR": str(run_dir), "COLUMNS": "120"}
+    return subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "run", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_points_then_resume_ends_with_the_same_archive(tmp_path):
+    """An uninterrupted run and one killed -9 again and again, each time resumed, leave the same archive."""
+    config = tmp_path / "run.toml"
+    config.write_text(FAST_TOML)
+    settings = ["--config", str(config), "--budget-designs", "3"]
+    straight = tmp_path / "straight"
+    first = _cli_run(straight, "--run-dir", str(straight), *settings)
+    assert first.wait(timeout=1800) == 0, first.stderr.read().decode()[-2000:]
+
+    killed = tmp_path / "killed"
+    rng = random.Random(7)
+    proc = _cli_run(killed, "--run-dir", str(killed), *settings)
+    kills = 0
+    while True:
+        try:
+            code = proc.wait(timeout=rng.uniform(5, 40))
+            assert code == 0, proc.stderr.read().decode()[-2000:]
+            break
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # the run and its sandboxes, at once
+            proc.wait()
+            kills += 1
+            time.sleep(0.5)
+            proc = _cli_run(killed, "--resume", str(killed))
+    assert kills >= 2
+    assert contents(killed) == contents(straight)
+
+
+FAST_TOML = """
+rungs = ["lm-xs", "lm-s"]
+scale = 0.004
+
+[design.check]
+efficiency = false
+train_steps = 10
+extra = { batch_size = 4, train_seq_len = 32 }
+"""
