@@ -321,6 +321,7 @@ def test_designs_pass_the_functional_check(operator, parents, match):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 20 functional checks: about 5 minutes on a quiet machine, 15+ on a loaded one
 def test_twenty_distinct_designs_pass_the_checker():
     designs = distinct_designs(20)
     failed = []
