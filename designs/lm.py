@@ -29,7 +29,12 @@ class LMConfig:
     vocab_size: int = 256  # byte-level tokens by default
     d_model: int = 128  # width of the residual stream (embed_dim of every unit)
     n_block: int = 4  # number of blocks
-    init_std: float = 0.02  # GPT-2 init: N(0, 0.02), residual projections / sqrt(2 n_block)
+    # Init N(0, std) of linear and embedding weights, residual projections / sqrt(2 n_block) as in
+    # GPT-2. None: d_model ** -0.5 (fan-in). GPT-2's fixed 0.02 suits d_model ~ 768; at the CPU
+    # ladder's widths (64-288) it leaves attention logits near zero and, measured on in-context
+    # recall at d_model 64, a 2-layer transformer never forms the induction circuit in 800 steps
+    # (accuracy 0.35) where the fan-in init solves it in 300-400 steps (accuracy 1.00).
+    init_std: float | None = None
     norm_eps: float = 1e-5  # of the final RMSNorm
 
 
@@ -57,7 +62,7 @@ class DesignLM(nn.Module):
 
     def init_weights(self) -> None:
         """GPT-2 init for linear and embedding layers, then each unit's own `_init_weights`."""
-        std = self.config.init_std
+        std = self.config.init_std or self.config.d_model ** -0.5
         for name, module in self.named_modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 scale = 1 / math.sqrt(2 * self.config.n_block) if name.endswith(RESIDUAL_PROJECTIONS) else 1.0

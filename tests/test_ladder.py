@@ -13,7 +13,7 @@ def test_cpu_ladder_rungs():
     names = [r.name for r in get_ladder("cpu")]
     assert names == ["synthetic", "lm-xs", "lm-s"]
     assert get_rung("cpu", "lm-xs").target_params == 500_000 and get_rung("cpu", "lm-s").target_params == 3_000_000
-    assert get_rung("cpu", "synthetic").kind == "synthetic" and len(get_rung("cpu", "synthetic").eval_suite) == 7
+    assert get_rung("cpu", "synthetic").kind == "synthetic" and len(get_rung("cpu", "synthetic").eval_suite) == 4
 
 
 def test_gpu_ladder_follows_the_paper():

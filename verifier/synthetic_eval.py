@@ -23,8 +23,15 @@ from verifier.train import lr_factor, param_groups
 
 def train_task(module, d_model: int, n_block: int, task: str, preset: str, steps: int, batch: int, lr: float,
                seed: int = 0, progress=None) -> dict:
-    """Train one task from scratch; returns its test accuracy, final loss and time."""
+    """Train one task from scratch; returns its test accuracy, final loss and time.
+
+    Every step sees fresh examples (the training split is made as large as the run needs),
+    as the MAD and Zoology protocols do with their large training sets: on a small split
+    repeated for many epochs a model memorizes sequences instead of learning the skill.
+    """
     cfg = task_config(task, preset)
+    if cfg.n_train < steps * batch:
+        cfg = task_config(task, preset, n_train=steps * batch)
     train = generate(cfg, "train", seed=seed)
     test = generate(cfg, "test", seed=seed)
     torch.manual_seed(seed)
@@ -34,10 +41,11 @@ def train_task(module, d_model: int, n_block: int, task: str, preset: str, steps
     g = torch.Generator().manual_seed(seed + 1)
     started, loss = time.perf_counter(), torch.tensor(float("nan"))
     n = train.inputs.shape[0]
+    order = torch.randperm(n, generator=g)
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = lr * lr_factor(step, steps, warmup, 0.1)
-        idx = torch.randint(0, n, (batch,), generator=g)
+        idx = order[(step * batch) % n:(step * batch) % n + batch]
         x, y = train.inputs[idx], train.targets[idx]
         logits = model(x)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1), ignore_index=IGNORE)
