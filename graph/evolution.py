@@ -20,7 +20,6 @@ run was actually running), dollars (the agents' ledger), CPU hours (verification
 
 from __future__ import annotations
 
-import contextvars
 import json
 import operator
 import os
@@ -28,7 +27,6 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
@@ -46,8 +44,8 @@ from graph.configuration import DesignConfig
 from graph.design import design_session, session_config
 from graph.selection import get_strategy, is_novel, view_from_archive
 from graph.state import initial_state
+from graph.workers import VerificationJob, WorkerError, pool_for
 from verifier.ladder import Standing, get_ladder, promotions
-from verifier.verify import verify_design
 
 RUN_FORMAT = 1  # bump when run.json or the evolution state changes incompatibly
 RUN_FILE = "run.json"
@@ -89,6 +87,9 @@ class RunConfig(BaseModel):
     baselines: list[str] = Field(default_factory=lambda: ["gpt2"])
     budget: Budget = Field(default_factory=lambda: Budget(minutes=15))
     design: dict = Field(default_factory=dict, description="DesignConfig settings of every session")
+    ray: str | None = Field(None, description="Ray cluster address (HOST:PORT): verification jobs run there")
+    archive: str | None = Field(None, description="the archive's database URL (several machines); "
+                                "default: the run directory")
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":
@@ -175,37 +176,24 @@ def rung_key(run: RunConfig, rung: str) -> str:
     return f"{run.ladder}/{rung}"
 
 
-def verified_seeds(archive, run: RunConfig, design: str, rung: str) -> set[int]:
-    done = {v.seed for v in archive.verifications(design=design, rung=rung_key(run, rung))}
-    failed = {e.payload.get("seed") for e in archive.events(kind="verification_failed", design=design)
-              if e.payload.get("rung") == rung_key(run, rung)}
-    return done | failed
-
-
 def verify(archive, run_dir: Path, run: RunConfig, design: str, rung: str, seed: int = 0) -> dict:
     """One verification, unless the archive already has it (or its recorded failure)."""
-    if seed in verified_seeds(archive, run, design, rung):
-        return {"design": design, "rung": rung, "seed": seed, "status": "done"}
-    _emit({"event": "verify", "design": design, "rung": rung, "seed": seed})
-    result = verify_design(resolve(design, archive), run.ladder, rung, run_dir, seed=seed, scale=run.scale,
-                           check=False, archive=archive, cache_dir=run_dir / "cache", threads=_threads(run),
-                           corpus=run.corpus,
-                           progress=lambda p: _emit({"event": "verify_progress", "design": design, "rung": rung, **p}))
-    if result.status not in ("ok", "diverged"):  # ok/diverged are recorded by verify_design
-        archive.record_event("verification_failed", {"rung": rung_key(run, rung), "seed": seed,
-                                                     "status": result.status, "error": result.error},
-                             design=design, key=f"verify-failed:{design}:{rung_key(run, rung)}:{seed}")
-    _emit({"event": "verified", "design": design, "rung": rung, "seed": seed, "status": result.status,
-           "error": result.error, "wall_s": result.wall_s})
-    return {"design": design, "rung": rung, "seed": seed, "status": result.status}
+    return verify_many([(design, rung, seed)], archive, run_dir, run)[0]
 
 
 def verify_many(jobs: list[tuple[str, str, int]], archive, run_dir: Path, run: RunConfig) -> list[dict]:
-    """Run verifications `workers` at a time (each job is a sandboxed process)."""
-    with ThreadPoolExecutor(max_workers=run.workers) as pool:
-        # each job carries a copy of this node's context, so its progress reaches the stream
-        futures = [pool.submit(contextvars.copy_context().run, verify, archive, run_dir, run, *job) for job in jobs]
-        return [f.result() for f in futures]
+    """Run verifications on the run's workers: `workers` threads here, or the Ray cluster (--ray)."""
+    try:
+        pool = pool_for(run.ray, run.workers)
+        return pool.run([verification_job(archive, run_dir, run, *job) for job in jobs], archive, emit=_emit)
+    except WorkerError as e:
+        raise RunError(str(e)) from None
+
+
+def verification_job(archive, run_dir: Path, run: RunConfig, design: str, rung: str, seed: int) -> VerificationJob:
+    return VerificationJob(design, run.ladder, rung, seed=seed, scale=run.scale, corpus=run.corpus,
+                           threads=_threads(run), run_dir=str(run_dir.absolute()), archive=run.archive or "",
+                           tree=resolve(design, archive).to_dict())
 
 
 def baseline_jobs(run: RunConfig, rung: str) -> list[tuple[str, str, int]]:

@@ -63,11 +63,16 @@ def run_dir(config: RunnableConfig | None) -> Path:
 
 
 def archive_for(config: RunnableConfig | None) -> Archive:
-    """The run's archive (opened once per process; the seed library recorded in it)."""
+    """The run's archive (opened once per process; the seed library recorded in it).
+
+    configurable["archive"] (or the evolution's run settings' "archive"), when set, is where the run
+    directory's archive lives: a database URL for runs on several machines. Once opened, every node
+    of that run directory gets it, design sessions included."""
     key = str(run_dir(config).absolute())
+    conf = configurable(config)
     with _lock:
         if key not in _archives:
-            _archives[key] = open_archive(key)
+            _archives[key] = open_archive(conf.get("archive") or (conf.get("run") or {}).get("archive") or key)
         return _archives[key]
 
 

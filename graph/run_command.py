@@ -110,10 +110,15 @@ def run(
     budget_dollars: float | None = typer.Option(None, "--budget-dollars", help="Stop at this LLM spend"),
     budget_cpu_hours: float | None = typer.Option(None, "--budget-cpu-hours", help="Stop at this much training"),
     seed: int | None = typer.Option(None, "--seed", help="Seed of the run's choices"),
+    ray: str | None = typer.Option(None, "--ray", help="Run verification jobs on the Ray cluster at HOST:PORT "
+                                   "(needs the distributed extra)"),
+    archive: str | None = typer.Option(None, "--archive", help="Keep the archive in this database "
+                                       "(postgresql+psycopg://...) [default: the run directory]"),
 ) -> None:
     """Discover designs: select parents, design, check, verify along the ladder, repeat until a budget ends."""
     flags = {k: v for k, v in dict(llm=llm, ladder=ladder, rungs=rungs, corpus=corpus, scale=scale,
-                                   workers=workers, seed=seed).items() if v not in (None, [])}
+                                   workers=workers, seed=seed, ray=ray, archive=archive).items()
+             if v not in (None, [])}
     budgets = {k: v for k, v in dict(designs=budget_designs, minutes=budget_minutes, dollars=budget_dollars,
                                      cpu_hours=budget_cpu_hours).items() if v is not None}
     if resume is not None:
