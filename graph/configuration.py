@@ -9,12 +9,21 @@ values live here: the designer itself is passed separately (see graph.design).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
 from verifier.checker import CheckOptions
 from verifier.sandbox import Limits
+
+
+# The paper's ablations of the design workflow, as DesignConfig settings.
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "full": {},
+    "direct": {"direct": True},
+    "no-planner": {"use_planner": False},
+    "no-observer": {"use_observer": False},
+}
 
 
 class CheckSettings(BaseModel):
@@ -46,6 +55,23 @@ class DesignConfig(BaseModel):
     budget_tokens: int | None = Field(None, gt=0, description="hard limit on tokens (in + out) per design session")
     run_budget_dollars: float | None = Field(None, gt=0, description="hard limit on dollars for the whole run")
     interactive: bool = Field(False, description="pause after the review for a human to approve, edit or reject")
+    knowledge: Literal["auto", "on", "off"] = Field(
+        "auto", description="knowledge engine (tools, nearest designs, indexing of finished designs): auto uses it "
+        "with LLM designers and wherever the run directory already has a store; on always; off never")
+    # The paper's ablations (graph/benchmark.py compares them); the defaults are the full workflow.
+    direct: bool = Field(False, description="ablation: one coder call writes the whole block as one unit, "
+                         "checked and retried as a whole (no unit-by-unit implementation)")
+    use_planner: bool = Field(True, description="false is an ablation: no planner; the coder's tasks come from "
+                              "the proposal alone (the unit it names, then the children the coder declares)")
+    use_observer: bool = Field(True, description="false is an ablation: no observer; the checker alone accepts "
+                               "a unit")
+
+    @property
+    def ablation(self) -> str:
+        """The ablation these settings run, by its name in ABLATIONS ('full' for the paper's workflow)."""
+        on = [name for name, flags in ABLATIONS.items()
+              if flags and all(getattr(self, k) == v for k, v in flags.items())]
+        return "+".join(on) or "full"
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> "DesignConfig":

@@ -10,10 +10,20 @@ symbolic designer), the run directory holding the archive, and the settings
 Nodes never raise for a designer's misbehaviour: a failed role call, code for the
 wrong or a protected unit, a tree edit that does not apply, all become recorded,
 bounded retries or a clean end of the session with its reason.
+
+The knowledge engine (knowledge/) serves three steps: the LLM designer's proposer
+and reviewer search it through tools, the reviewer's context lists the designs and
+papers nearest the proposal, and an implemented design is indexed for later
+sessions. It is an aid, never a requirement: when it fails, the failure is logged
+and recorded as an archive event and the session goes on without it.
+
+The paper's ablations (DesignConfig.direct, use_planner, use_observer) change the
+planner, coder and observer steps; graph/benchmark.py compares them.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -77,11 +87,13 @@ def archive_for(config: RunnableConfig | None) -> Archive:
 
 
 def close_archives() -> None:
-    """Close the archives nodes opened (tests and the CLI call this at the end)."""
+    """Close the archives nodes opened and forget the knowledge stores (tests and the CLI call this at the end)."""
     with _lock:
         for archive in _archives.values():
             archive.close()
         _archives.clear()
+    with _store_lock:
+        _stores.clear()
 
 
 def designer_for(config: RunnableConfig | None) -> Designer:
@@ -89,7 +101,9 @@ def designer_for(config: RunnableConfig | None) -> Designer:
 
     `configurable["llm"]` holds `--llm` flags ('provider:model' or 'ROLE=provider:model');
     without them the environment (GENESYS_LLM, ...) decides, and with no LLM configured
-    at all the symbolic designer designs.
+    at all the symbolic designer designs. An LLM designer built here gets the knowledge
+    tools of the run directory's store (unless the `knowledge` setting is off); the
+    symbolic designer needs none, so no store is opened for it.
     """
     conf = configurable(config)
     if conf.get("designer") is not None:
@@ -97,14 +111,114 @@ def designer_for(config: RunnableConfig | None) -> Designer:
     flags = conf.get("llm") or []
     flags = [flags] if isinstance(flags, str) else [f"{k}={v}" for k, v in flags.items()] \
         if isinstance(flags, dict) else list(flags)
-    key = repr(flags)
+    use_knowledge = settings(config).knowledge != "off"
+    key = repr((str(run_dir(config).absolute()), flags, use_knowledge))
     with _lock:
-        if key not in _designers:
-            from agents.llm import load_config
-            from agents.llm_designer import load_designer
+        if key in _designers:
+            return _designers[key]
+    from agents.llm import load_config
+    from agents.llm_designer import load_designer
 
-            _designers[key] = load_designer(load_config(flags=flags))
-        return _designers[key]
+    agents_config = load_config(flags=flags)
+    tools = knowledge_tools(config) if agents_config.enabled and use_knowledge else []
+    designer = load_designer(agents_config, tools=tools)
+    with _lock:
+        return _designers.setdefault(key, designer)
+
+
+# ---------------------------------------------------------------- the knowledge engine (never fatal)
+
+_stores: dict[str, Any] = {}  # run dir -> KnowledgeStore, or None when it could not be opened
+_store_lock = threading.Lock()
+log = logging.getLogger(__name__)
+
+
+def open_store(path: Path):
+    """The run directory's knowledge store (knowledge.store.KnowledgeStore; tests swap the embedding)."""
+    from knowledge.store import KnowledgeStore
+
+    return KnowledgeStore(path)
+
+
+def knowledge_store(config: RunnableConfig | None, *, create: bool = False):
+    """The run's KnowledgeStore, opened once per process, or None where it is not used.
+
+    Setting `knowledge`: off: never; on: always; auto: when `create` (an LLM designer is
+    being built) or when the run directory already holds a store, so a symbolic run in a
+    fresh directory never pays the first index (~30-60 s on 2 cores) nor the model load (~8 s).
+    A store that fails to open is logged once and treated as absent.
+    """
+    mode = settings(config).knowledge
+    path = run_dir(config).absolute()
+    key = str(path)
+    if mode == "off":
+        return None
+    with _store_lock:
+        if key not in _stores:
+            if mode == "auto" and not create and not (path / "knowledge" / "store.json").is_file():
+                return None
+            try:
+                _stores[key] = open_store(path)
+            except Exception as e:  # a broken store never stops a design session
+                log.warning("knowledge store of %s unavailable: %s: %s", path, type(e).__name__, e)
+                _stores[key] = None
+        return _stores[key]
+
+
+def knowledge_tools(config: RunnableConfig | None) -> list:
+    """The knowledge tools (knowledge.tools.make_tools) on the run's store; [] when it cannot open."""
+    store = knowledge_store(config, create=True)
+    if store is None:
+        return []
+    from knowledge.tools import make_tools
+
+    try:
+        return make_tools(store)
+    except Exception as e:
+        log.warning("knowledge tools unavailable: %s: %s", type(e).__name__, e)
+        return []
+
+
+def knowledge_failed(state: DesignState, config: RunnableConfig, step: str, error: BaseException) -> None:
+    """Log a knowledge-engine failure and record it as an archive event; the session carries on."""
+    message = f"{type(error).__name__}: {error}"
+    log.warning("knowledge engine failed at %s of %s: %s", step, state.get("name"), message)
+    try:
+        archive_for(config).record_event("knowledge_error", {"step": step, "error": message[:2000]},
+                                         design=state.get("name"), key=f"knowledge:{state.get('session')}:{step}")
+    except Exception:  # the event is a courtesy; the log line above already says it
+        pass
+
+
+def nearest_lines(state: DesignState, config: RunnableConfig, proposal: Proposal) -> list[str]:
+    """The earlier designs and library papers nearest the proposal (novelty), as markdown lines.
+
+    The parents are left out (the reviewer sees them in full) and so is the design itself.
+    """
+    store = knowledge_store(config)
+    if store is None:
+        return []
+    try:
+        return store.nearest(proposal.to_markdown(), k=5, exclude=[state.get("name", ""), *state["parents"]]).lines()
+    except Exception as e:
+        knowledge_failed(state, config, f"nearest-{state.get('review_round', 0)}", e)
+        return []
+
+
+def index_design(state: DesignState, config: RunnableConfig, tree: UnitTree) -> None:
+    """Put an implemented design in the store, so later sessions find it (similar_designs, nearest)."""
+    store = knowledge_store(config)
+    if store is None:
+        return
+    proposal = Proposal.model_validate(state["proposal"]) if state.get("proposal") else None
+    described = UnitTree(tree.name, tree.root, tree.units, tree.declares,
+                         {k: v for k, v in tree.meta.items() if k != "description"})  # not the parent's words
+    meta = {"title": proposal.title if proposal else state["name"], "status": "implemented", "mode": state["mode"],
+            "parents": ",".join(state.get("parents", [])), "fingerprint": tree.fingerprint()}
+    try:
+        store.add_design(state["name"], described, meta, proposal.to_markdown() if proposal else "")
+    except Exception as e:
+        knowledge_failed(state, config, "index", e)
 
 
 def settings(config: RunnableConfig | None) -> DesignConfig:
@@ -285,8 +399,9 @@ def reviewer(state: DesignState, config: RunnableConfig) -> Command:
         review = Review(ratings={"novelty": 1, "soundness": 1, "feasibility": 1, "expected_gain": 1}, overall=1,
                         verdict="revise", summary=problem, suggestions=[problem])
     else:
-        nearest = [f"- {r.name} ({r.status}): {(r.proposal or {}).get('title', r.mode)}"
-                   for r in _children_of(archive, state["parents"], state.get("name"))][-10:]
+        siblings = [f"- {r.name} ({r.status}): {(r.proposal or {}).get('title', r.mode)}"
+                    for r in _children_of(archive, state["parents"], state.get("name"))][-10:]
+        nearest = nearest_lines(state, config, proposal) + siblings
         ctx = ReviewContext(proposal=proposal, parents=parent_briefs(archive, state["parents"]), nearest=nearest,
                             known_fingerprints=[r.fingerprint for r in archive.list_designs()])
         call = designer_for(config).review(ctx)
@@ -355,17 +470,71 @@ def _starting_tree(state: DesignState, archive: Archive, plan: Plan) -> UnitTree
                     {"parents": []})
 
 
+def _class_name(title: str) -> str:
+    """A GAU class name from a proposal title: 'gated short conv' -> 'GatedShortConvBlock'."""
+    words = re.findall(r"[A-Za-z0-9]+", title)
+    name = "".join(w[:1].upper() + w[1:] for w in words)[:40] or "New"
+    name = name if name[0].isalpha() else f"Block{name}"
+    return name if name.endswith("Block") else f"{name}Block"
+
+
+def _trivial_plan(state: DesignState, archive: Archive, proposal: Proposal) -> Plan:
+    """Ablation 'no planner': one task for the unit the proposal changes (a mutation's selected unit,
+    the first parent's root, or a new root); children the coder declares join the plan as it goes."""
+    if state["mode"] == "mutation" and proposal.selected_unit:
+        unit, action = proposal.selected_unit, "modify"
+    elif state["parents"]:
+        unit, action = resolve(state["parents"][0], archive).root, "modify"
+    else:
+        unit, action = _class_name(proposal.title), "new"
+    return Plan(tasks=[UnitTask(unit=unit, action=action, description=proposal.idea)],
+                notes="No planner (ablation): implement the proposal starting from this unit.")
+
+
+DIRECT_TASK = ("Direct generation: write the whole block {unit} in one piece, as one unit. Define one GAUBase "
+               "class {unit} that computes the complete block (normalization, token mixing, channel mixing, "
+               "residual connections); anything it needs is a helper torch.nn.Module (with `forward`, not a GAU) "
+               "or function in the same code. Declare no new children. The proposal: {idea}")
+
+
+def _direct_plan(state: DesignState, archive: Archive, proposal: Proposal) -> tuple[Plan, UnitTree]:
+    """Ablation 'direct': one task, the whole block, on a tree that holds only its declared root."""
+    if state["parents"]:
+        parent = resolve(state["parents"][0], archive)
+        root, meta = parent.root, {**parent.meta, "parents": list(state["parents"]), "direct": True}
+    else:
+        root, meta = _class_name(proposal.title), {"parents": [], "direct": True}
+    task = UnitTask(unit=root, action="new", description=DIRECT_TASK.format(unit=root, idea=proposal.idea))
+    tree = UnitTree(state["name"], root, {}, {root: UnitDecl(root, f"the whole block: {proposal.title}")}, meta)
+    return Plan(tasks=[task], notes="Direct generation (ablation): the whole block in one unit, checked and "
+                                    "retried as a whole."), tree
+
+
 def planner(state: DesignState, config: RunnableConfig) -> Command:
-    """Order the units to implement; mutation keeps the selected unit first and the rest protected."""
-    archive = archive_for(config)
+    """Order the units to implement; mutation keeps the selected unit first and the rest protected.
+
+    Ablations: `direct` plans the whole block as one task; without `use_planner` the
+    tasks come from the proposal alone (no planner call).
+    """
+    archive, cfg = archive_for(config), settings(config)
     proposal = Proposal.model_validate(state["proposal"])
-    call = designer_for(config).plan(PlanContext(proposal=proposal, parents=parent_briefs(archive, state["parents"])))
-    update, stop = spend_or_stop(state, config, [call], "planner")
-    if stop:
-        return stop
-    if not call.ok or not call.output.tasks:
-        return end_session("failed", f"planner: {call.error or 'the plan has no tasks'}", **update)
-    plan = call.output
+    if cfg.direct:
+        plan, tree = _direct_plan(state, archive, proposal)
+        return Command(goto="coder", update={
+            "plan": plan.model_dump(mode="json"), "protected": [], "tree": put_tree(archive, tree), "task_index": 0,
+            "status": f"planner: direct generation of the whole block {tree.root}"})
+    update: dict = {}
+    if cfg.use_planner:
+        call = designer_for(config).plan(PlanContext(proposal=proposal,
+                                                     parents=parent_briefs(archive, state["parents"])))
+        update, stop = spend_or_stop(state, config, [call], "planner")
+        if stop:
+            return stop
+        if not call.ok or not call.output.tasks:
+            return end_session("failed", f"planner: {call.error or 'the plan has no tasks'}", **update)
+        plan = call.output
+    else:
+        plan = _trivial_plan(state, archive, proposal)
     protected: list[str] = []
     tree = _starting_tree(state, archive, plan)
     if state["mode"] == "mutation":
@@ -398,11 +567,19 @@ def _reuse_source(task: UnitTask, archive: Archive) -> UnitTree | None:
         return None
 
 
-def apply_code(tree: UnitTree, code: UnitCode, protected: list[str], task: UnitTask) -> UnitTree:
-    """The tree with the coder's unit in place; TreeError says why the code cannot go in."""
+def apply_code(tree: UnitTree, code: UnitCode, protected: list[str], task: UnitTask, *,
+               direct: bool = False) -> UnitTree:
+    """The tree with the coder's unit in place; TreeError says why the code cannot go in.
+
+    `direct` (the ablation): the unit is the whole block, so it may declare no children.
+    """
     if code.unit != task.unit:
         raise TreeError(f"the code is for unit {code.unit!r}, but the task is unit {task.unit!r}; "
                         f"write the class {task.unit}")
+    if direct and code.new_children:
+        raise TreeError(f"direct generation writes the whole block in one unit, but the code declares children "
+                        f"{', '.join(c.name for c in code.new_children)}; define them as helper nn.Modules "
+                        f"inside the code of {task.unit} instead")
     if code.unit in protected:
         raise TreeError(f"unit {code.unit} is protected in this mutation (protected: {', '.join(protected)}); "
                         "only the selected unit and its new children may change")
@@ -454,6 +631,10 @@ def coder(state: DesignState, config: RunnableConfig) -> Command:
         tree=tree.to_dict(), view=tree.view(), current_code=tree.units[task.unit].code if task.unit in tree.units
         else None, declaration=tree.declares[task.unit].to_dict() if task.unit in tree.declares else None,
         feedback=list(state.get("feedback", [])), attempt=attempt, protected=list(state.get("protected", [])))
+    if cfg.direct and state["parents"]:  # the whole block is rewritten: show it whole, from the parents
+        parents = [resolve(name, archive) for name in state["parents"]]
+        ctx.view = "\n\n".join(p.view() for p in parents)
+        ctx.current_code = "\n\n".join(_block_source(p) for p in parents)
     designer = designer_for(config)
     calls = [designer.implement(ctx) for _ in range(cfg.beam)]
     update, stop = spend_or_stop(state, config, calls, "coder")
@@ -461,7 +642,7 @@ def coder(state: DesignState, config: RunnableConfig) -> Command:
         return stop
     candidates, seen = [], set()
     for call in calls:
-        cand = _candidate(call, tree, task, state.get("protected", []), archive)
+        cand = _candidate(call, tree, task, state.get("protected", []), archive, direct=cfg.direct)
         if cand.get("code") and cand["code"] in seen:
             continue  # the same code twice in one beam is checked once
         seen.add(cand.get("code"))
@@ -472,12 +653,19 @@ def coder(state: DesignState, config: RunnableConfig) -> Command:
                                                      f"{fine}/{len(candidates)} candidate(s) to check"})
 
 
-def _candidate(call: RoleCall, tree: UnitTree, task: UnitTask, protected: list[str], archive: Archive) -> Candidate:
+def _block_source(tree: UnitTree) -> str:
+    """A design's code unit by unit, root first: what a direct coder rewrites as one piece."""
+    return "\n\n".join(f"# ---- {tree.name}: unit {name}\n{tree.units[name].code.strip()}"
+                       for name in tree.reachable() if name in tree.units)
+
+
+def _candidate(call: RoleCall, tree: UnitTree, task: UnitTask, protected: list[str], archive: Archive, *,
+               direct: bool = False) -> Candidate:
     if not call.ok:
         return Candidate(unit=task.unit, code=None, tree=None, error=f"coder: {call.error or 'no code'}")
     code_hash = archive.artifacts.put_json(call.output.model_dump(mode="json"))
     try:
-        new_tree = apply_code(tree, call.output, protected, task)
+        new_tree = apply_code(tree, call.output, protected, task, direct=direct)
     except TreeError as e:
         return Candidate(unit=task.unit, code=code_hash, tree=None, error=str(e))
     return Candidate(unit=task.unit, code=code_hash, tree=put_tree(archive, new_tree), error=None)
@@ -535,14 +723,19 @@ def _rank(cand: Candidate) -> tuple:
 
 
 def observer(state: DesignState, config: RunnableConfig) -> Command:
-    """Rate each checked candidate, keep the best; on failure roll back and retry, up to K tries."""
+    """Rate each checked candidate, keep the best; on failure roll back and retry, up to K tries.
+
+    Without `use_observer` (the ablation) no rating is asked for: the check alone decides.
+    """
     archive, cfg = archive_for(config), settings(config)
     task = current_task(state)
     proposal = Proposal.model_validate(state["proposal"])
     designer, calls, rated = designer_for(config), [], []
     for cand in state.get("candidates", []):
         cand = dict(cand)
-        if cand.get("report") and not cand.get("reused"):
+        if cand.get("report") and not cand.get("reused") and not cfg.use_observer:
+            cand.update(rating=None, accept=True, notes="")  # ablation: the check alone decides
+        elif cand.get("report") and not cand.get("reused"):
             report = CheckReport.from_dict(archive.artifacts.get_json(cand["report"]))
             code = UnitCode.model_validate(archive.artifacts.get_json(cand["code"]))
             call = designer.observe(ObserverContext(proposal=proposal, task=task, code=code,
@@ -558,7 +751,7 @@ def observer(state: DesignState, config: RunnableConfig) -> Command:
     attempt = state.get("attempts", {}).get(task.unit, 0) + 1
     log = [{"unit": task.unit, "attempt": attempt, "chosen": c is best,
             **{k: c.get(k) for k in ("code", "report", "ok", "error", "summary", "rating", "accept", "notes",
-                                     "check_s")}} for c in rated]
+                                     "check_s", "reused")}} for c in rated]
     update.update(attempt_log=log, candidates=rated)
     if best.get("ok") and best.get("accept"):
         return _accept(state, archive, best, task, update)
@@ -654,4 +847,6 @@ def finish(state: DesignState, config: RunnableConfig) -> dict:
                                             "costs": state.get("costs", {}),
                                             "tries": len({(a["unit"], a["attempt"]) for a in state.get("attempt_log", [])})},
                          design=state["name"], key=f"design-session:{state['session']}")
+    if outcome == "implemented":
+        index_design(state, config, tree)
     return {"recorded": state["name"], "outcome": outcome, "status": f"finish: {state['name']} recorded as {status}"}
