@@ -45,8 +45,8 @@ from verifier.verify import verify_design
 
 REPO = Path(__file__).resolve().parents[1]
 INSTALL_HINT = "install the distributed extra: pip install -e '.[distributed]'"
-# What Ray need not upload to the workers besides .gitignore'd paths: history and run data.
-UPLOAD_EXCLUDES = [".git", "runs", "*.sqlite", "*.sqlite-*", "*.db", "*.db-*"]
+# What Ray need not upload to the workers besides .gitignore'd paths (and .git, .venv): run data.
+UPLOAD_EXCLUDES = ["runs", "*.sqlite", "*.sqlite-*", "*.db", "*.db-*"]
 
 Emit = Callable[[dict], None]
 

@@ -1,6 +1,6 @@
 """Tests of the verification workers (graph/workers.py): local threads and a real Ray cluster.
 
-The Ray tests start a one-node cluster on 127.0.0.1 (`ray start --head --block` in its own
+The Ray tests (marked slow: a few minutes on 2 busy cores) start a one-node cluster on 127.0.0.1 (`ray start --head --block` in its own
 process group, stopped by killing that group) and run real, tiny verifications (one
 training step of GPT-2 on lm-xs) through `RayPool`: into a PostgreSQL archive
 (tests/pg.py) and into a SQLite run directory, with a worker killed in the middle of a job
@@ -217,6 +217,9 @@ def test_archive_for_honours_the_archive_setting(tmp_path, monkeypatch, pg_url):
         assert nodes.archive_for({"configurable": {"run_dir": str(tmp_path / "run")}}) is archive
         assert "gpt2" in {d.name for d in archive.list_designs()}
         assert not (tmp_path / "run" / "archive.db").exists()
+        # the evolution's nodes carry the run settings, whose "archive" counts the same
+        other = nodes.archive_for({"configurable": {"run_dir": str(tmp_path / "other"), "run": {"archive": url}}})
+        assert other.location == archive.location and not (tmp_path / "other" / "archive.db").exists()
     finally:
         nodes.close_archives()
 
@@ -224,6 +227,7 @@ def test_archive_for_honours_the_archive_setting(tmp_path, monkeypatch, pg_url):
 # ---------------------------------------------------------------- on a Ray cluster
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_ray_verifies_into_postgres(pool, pg_url, tmp_path):
     url = pg.fresh_schema(pg_url)
@@ -243,6 +247,7 @@ def test_ray_verifies_into_postgres(pool, pg_url, tmp_path):
         assert len(archive.verifications(design="gpt2")) == 2
 
 
+@pytest.mark.slow
 def test_ray_verifies_into_a_run_directory_and_survives_a_killed_worker(pool, tmp_path):
     run_dir = tmp_path / "run"
     archive = open_archive(run_dir)
