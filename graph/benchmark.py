@@ -122,10 +122,11 @@ def resolve_backend(spec: str) -> Backend:
     """A backend from a --llm value: 'none' (symbolic), '' (as configured: GENESYS_LLM...),
     'provider:model', or 'ROLE=provider:model[,ROLE=provider:model...]'.
 
-    Credentials are checked here, so a missing key stops the benchmark before any session
-    (agents.llm.AgentsConfigError names the variable).
+    The models are built here once (no request is sent), so a missing key or provider
+    package stops the benchmark before any session (agents.llm.AgentsConfigError says
+    what to set); the graph then builds the designer with each series' knowledge tools.
     """
-    from agents.llm import AgentsConfig, check_credentials, load_config
+    from agents.llm import AgentsConfig, build_models, load_config
     from agents.llm_designer import load_designer
 
     spec = spec.strip()
@@ -135,7 +136,7 @@ def resolve_backend(spec: str) -> Backend:
     config = load_config(flags=flags)
     if not config.enabled:
         return Backend("symbolic", designer=load_designer(config))
-    check_credentials(config)
+    build_models(config)
     return Backend(config.name, llm=flags)
 
 
