@@ -85,6 +85,9 @@ class RunConfig(BaseModel):
     seed: int = 0
     selection: str = "paper"
     baselines: list[str] = Field(default_factory=lambda: ["gpt2"])
+    baseline_repeats: int | None = Field(None, ge=1, description="GPT-2 training seeds per rung, for the "
+                                         "noise (default: the rung's repeats_for_noise)")
+    promote_after: int = Field(4, ge=1, description="designs a rung must have verified before any climbs on")
     budget: Budget = Field(default_factory=lambda: Budget(minutes=15))
     design: dict = Field(default_factory=dict, description="DesignConfig settings of every session")
     ray: str | None = Field(None, description="Ray cluster address (HOST:PORT): verification jobs run there")
@@ -199,7 +202,7 @@ def verification_job(archive, run_dir: Path, run: RunConfig, design: str, rung: 
 def baseline_jobs(run: RunConfig, rung: str) -> list[tuple[str, str, int]]:
     from verifier.ladder import get_rung
 
-    repeats = get_rung(run.ladder, rung).repeats_for_noise
+    repeats = run.baseline_repeats or get_rung(run.ladder, rung).repeats_for_noise
     return [(b, rung, s) for b in run.baselines for s in range(repeats if b == "gpt2" else 1)]
 
 
@@ -319,8 +322,8 @@ def promote(state: EvolutionState, config: RunnableConfig) -> dict:
     names = run.rung_names()
     for lower, upper in zip(names, names[1:]):
         standings = rung_standings(archive, run, lower)
-        if not [s for s in standings if s.design not in run.baselines]:
-            break
+        if len([s for s in standings if s.design not in run.baselines]) < run.promote_after:
+            break  # too few designs measured there to rank them
         there = {v.design for v in archive.verifications(rung=rung_key(run, upper))} - set(run.baselines)
         decision = promotions(standings, get_ladder_rung(run, lower), get_ladder_rung(run, upper),
                               already_there=len(there), baselines=tuple(run.baselines))

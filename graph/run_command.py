@@ -157,7 +157,8 @@ def settings(config_file: Path | None, flags: dict, budgets: dict) -> RunConfig:
             raise RunError(f"{config_file}: not valid TOML: {e}") from None
     budget = {**(base.pop("budget", None) or {}), **budgets} or dict(DEFAULT_BUDGET)
     merged = {**base, **flags, "budget": budget}
-    merged.setdefault("rungs", DEFAULT_RUNGS.get(merged.get("ladder", "cpu")))
+    if merged.get("ladder", "cpu") == "cpu" and "rungs" not in merged and "scale" not in merged:
+        merged.update(CPU_DEFAULT)
     try:
         return RunConfig.model_validate(merged)
     except ValidationError as e:
@@ -167,4 +168,8 @@ def settings(config_file: Path | None, flags: dict, budgets: dict) -> RunConfig:
 
 
 DEFAULT_BUDGET = {"minutes": 15.0}
-DEFAULT_RUNGS: dict[str, list[str]] = {}
+# The embedded default (`python cli.py run`): language modeling on the standard library at a
+# quarter of the rungs' tokens, so that in ~15 minutes on 2 cores the baseline is measured,
+# several designs are checked and verified on lm-xs, and the best climb to lm-s. The synthetic
+# rung (several minutes per design) and full-length rungs are for longer runs (--rung, --scale).
+CPU_DEFAULT = {"rungs": ["lm-xs", "lm-s"], "scale": 0.25, "baseline_repeats": 2}

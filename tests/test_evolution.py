@@ -21,7 +21,7 @@ from graph.evolution import Budget, RunConfig, RunError, load_run_config, run_ev
 ROOT = Path(__file__).resolve().parent.parent
 FAST_CHECK = {"efficiency": False, "train_steps": 10, "extra": {"batch_size": 4, "train_seq_len": 32}}
 # Two language-modeling rungs with a few training steps each: the whole ladder machinery, in seconds.
-TINY = dict(rungs=["lm-xs", "lm-s"], scale=0.004, design={"check": FAST_CHECK})
+TINY = dict(rungs=["lm-xs", "lm-s"], scale=0.004, promote_after=1, design={"check": FAST_CHECK})
 
 
 def contents(run_dir: Path) -> dict:
@@ -43,6 +43,31 @@ def run_dir(tmp_path):
     nodes.close_archives()
 
 
+def test_one_symbolic_design_is_checked_verified_and_ranked(run_dir):
+    events: list[dict] = []
+    run = RunConfig(budget=Budget(designs=1), baseline_repeats=1, **{**TINY, "rungs": ["lm-xs"]})
+    final = run_evolution(run_dir, run, on_event=events.append)
+    assert final["stop"].startswith("design budget reached (1 sessions)")
+    (session,) = final["sessions"]
+    assert session["outcome"] == "implemented", session
+    archive = Archive.open(run_dir)
+    try:
+        record = archive.get_design(session["name"])
+        assert record.status == "implemented" and record.parents and record.proposal["title"]
+        runs = {(v.design, v.rung, v.seed) for v in archive.verifications()}
+        assert runs == {("gpt2", "cpu/lm-xs", 0), (session["name"], "cpu/lm-xs", 0)}
+        from graph.report import leaderboard
+
+        board = leaderboard(archive, "cpu")
+    finally:
+        archive.close()
+    assert {r.design for r in board} == {"gpt2", session["name"]}
+    kinds = [e["event"] for e in events]
+    for kind in ("phase", "selected", "design", "design_step", "designed", "verify", "verified", "stop"):
+        assert kind in kinds, kind
+
+
+@pytest.mark.slow
 def test_short_symbolic_run_designs_verifies_and_climbs(run_dir):
     events: list[dict] = []
     run = RunConfig(budget=Budget(designs=2), **TINY)
@@ -151,6 +176,7 @@ def test_kill_9_at_random_points_then_resume_ends_with_the_same_archive(tmp_path
 FAST_TOML = """
 rungs = ["lm-xs", "lm-s"]
 scale = 0.004
+promote_after = 1
 
 [design.check]
 efficiency = false
