@@ -41,6 +41,9 @@ def _mount_graph_commands() -> None:
     app.command("show")(show_command)
     app.command("report")(report_command)
     app.add_typer(library_app, name="library", help="The reference library of papers and its search.")
+    from graph.benchmark_commands import benchmark_app
+
+    app.add_typer(benchmark_app, name="benchmark")
 console = Console()
 
 REFERENCE_SIZE = (256, 4)  # (d_model, n_block) at which `designs list` counts parameters
