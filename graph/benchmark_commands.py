@@ -114,7 +114,8 @@ def _print_session(result: SessionResult) -> None:
     colour = {"implemented": "green", "rejected": "yellow"}.get(result.outcome, "red")
     start = f"{result.mode} of {', '.join(result.parents) or 'nothing'}"
     console.print(f"[bold]{result.index + 1:>3}[/] {start}: [{colour}]{result.outcome}[/] in {result.tries} "
-                  f"tries, {result.loc} LoC, ${result.dollars:.4f}, {result.wall_s:.0f} s  [dim]{result.reason[:160]}[/]")
+                  f"tries, {result.loc} LoC, ${result.dollars:.4f}, {result.wall_s:.0f} s  "
+                  f"[dim]{result.reason[:160]}[/]")
 
 
 def _table(rows: list[Row]) -> Table:

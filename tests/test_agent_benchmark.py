@@ -19,7 +19,7 @@ from graph.benchmark_commands import benchmark_app
 from graph.configuration import DesignConfig
 from graph.nodes import DIRECT_TASK
 from graph.state import initial_state
-from tests.test_design_graph import (CAUSAL_MLP, FAST_CHECK, SHELL_MLP, code, designer, observation, plan,
+from tests.test_design_graph import (CAUSAL_MLP, SHELL_MLP, code, designer, observation, plan,
                                      proposal, review, run_session, task)
 
 # GPT-2's block written as one unit: the direct ablation's answer (helpers are plain nn.Modules).

@@ -118,7 +118,8 @@ def test_tools_reach_the_proposer_nearest_reaches_the_reviewer_and_designs_are_i
     seen = text_of(models["reviewer"].requests[0])
     assert "## Nearest earlier designs and papers (similarity)" in seen
     lines = [ln for ln in seen.splitlines() if ln.startswith(("- design [", "- paper ["))]
-    assert sum(ln.startswith("- design [") for ln in lines) == 5 and sum(ln.startswith("- paper [") for ln in lines) == 5
+    assert sum(ln.startswith("- design [") for ln in lines) == 5
+    assert sum(ln.startswith("- paper [") for ln in lines) == 5
     assert not any(ln.startswith("- design [gpt2]") for ln in lines)
     assert [r["round"] for r in first["reviews"]] == [0]
 
