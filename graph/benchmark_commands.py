@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from graph.benchmark import (COLUMNS, STARTS_VERSION, BenchmarkError, Row, SessionResult, resolve_backend,
-                             row_cells, run_series, save_rows, summarize)
+                             row_cells, run_series, save_rows, summarize, table_text)
 from graph.configuration import ABLATIONS, DesignConfig
 
 benchmark_app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -30,6 +30,7 @@ console = Console()
 DEFAULT_RUN_DIR = Path("runs") / "agent-benchmark"
 # The tests' quick checks: build, run, causality and a short training run, no efficiency comparison.
 FAST_CHECK = {"efficiency": False, "train_steps": 10, "extra": {"batch_size": 4, "train_seq_len": 32}}
+TABLE_WIDTH = 150  # narrower consoles get the plain-text table (rich would cut the cells)
 
 
 @benchmark_app.callback()
@@ -76,7 +77,10 @@ def agents(
             rows.append(summarize(backend.label, name, results))
     if not rows:
         _fail("no series ran")
-    console.print(_table(rows))
+    if console.width >= TABLE_WIDTH:
+        console.print(_table(rows))
+    else:  # a narrow terminal or a log file: plain aligned text, never cut
+        typer.echo(table_text(rows))
     if json_out:
         save_rows(json_out, rows)
         console.print(f"table written to {json_out}")
