@@ -29,7 +29,6 @@ run resumes cleanly once the cluster is back).
 from __future__ import annotations
 
 import contextvars
-import os
 import socket
 import threading
 import time

@@ -29,8 +29,8 @@ from designs.archive import Archive
 from designs.catalog import open_archive
 from designs.seeds import load_seed
 from graph import nodes, workers
-from graph.evolution import RunConfig, RunError, verify_many
-from graph.workers import LocalPool, RayPool, VerificationJob, WorkerError, resources, run_verification
+from graph.evolution import RunConfig, RunError, run_evolution, verify_many
+from graph.workers import LocalPool, RayPool, VerificationJob, WorkerError, resources
 
 pytest.importorskip("ray")
 
@@ -127,9 +127,9 @@ def cluster() -> Iterator[Cluster]:
 
 @pytest.fixture(scope="module")
 def pool(cluster) -> Iterator[RayPool]:
-    opened = RayPool(cluster.address, max_in_flight=2)
-    yield opened
-    opened.close()
+    """The process's connection to the cluster, the one a run with --ray ADDRESS uses too."""
+    yield workers.pool_for(cluster.address, 1)
+    workers.close_pools()
 
 
 @pytest.fixture(scope="module")
@@ -177,6 +177,22 @@ def test_a_run_on_an_unreachable_cluster_stops_with_a_run_error(tmp_path):
     run = RunConfig(ray=f"127.0.0.1:{free_port()}", budget={"designs": 1})
     with pytest.raises(RunError, match="cannot reach the Ray cluster"):
         verify_many([("gpt2", "lm-xs", 0)], None, tmp_path, run)
+
+
+def test_verify_many_builds_jobs_and_skips_what_is_done(tmp_path):
+    """The evolution's verify_many goes through the pool: finished work is not run again."""
+    run_dir = tmp_path / "run"
+    archive = open_archive(run_dir)
+    try:
+        for seed in (0, 1):
+            archive.record_verification("gpt2", rung="cpu/lm-xs", seed=seed, corpus_fp="c", tokenizer_fp="t",
+                                        metrics={"bpb": 2.0}, wall_time_s=1.0)
+        run = RunConfig(rungs=["lm-xs"], budget={"designs": 1}, workers=2)
+        results = verify_many([("gpt2", "lm-xs", 0), ("gpt2", "lm-xs", 1)], archive, run_dir, run)
+        assert [(r["design"], r["seed"], r["status"]) for r in results] == [("gpt2", 0, "done"), ("gpt2", 1, "done")]
+        assert len(archive.verifications()) == 2
+    finally:
+        archive.close()
 
 
 def test_local_pool_skips_what_the_archive_holds_and_records_failures(tmp_path):
@@ -271,6 +287,34 @@ def test_ray_verifies_into_a_run_directory_and_survives_a_killed_worker(pool, tm
         assert row.seed == 0 and row.metrics["bpb"] > 0
     finally:
         archive.close()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_an_evolution_run_verifies_on_the_cluster_into_postgres(pool, cluster, pg_url, tmp_path, monkeypatch):
+    """`python cli.py run --ray ADDRESS --archive URL` in small: the baselines and the design are
+    verified by Ray workers, and every row, the design session's included, lands in PostgreSQL."""
+    monkeypatch.chdir(tmp_path)
+    url = pg.fresh_schema(pg_url)
+    run_dir = tmp_path / "run"
+    run = RunConfig(rungs=["lm-xs"], scale=SCALE, budget={"designs": 1}, ray=cluster.address, archive=url,
+                    design={"check": {"efficiency": False, "train_steps": 10,
+                                      "extra": {"batch_size": 4, "train_seq_len": 32}}})
+    events: list[dict] = []
+    try:
+        final = run_evolution(run_dir, run, on_event=events.append)
+    finally:
+        nodes.close_archives()
+    (session,) = final["sessions"]
+    verified = [e for e in events if e["event"] == "verified"]
+    assert session["outcome"] == "implemented" and session["verification"] == "ok", (session, verified)
+    with Archive.open(url, artifacts_dir=tmp_path / "artifacts") as archive:
+        runs = {(v.design, v.rung, v.seed) for v in archive.verifications()}
+        assert runs == {("gpt2", "cpu/lm-xs", 0), ("gpt2", "cpu/lm-xs", 1), ("gpt2", "cpu/lm-xs", 2),
+                        (session["name"], "cpu/lm-xs", 0)}
+        assert archive.get_design(session["name"]).status == "implemented"
+    assert not (run_dir / "archive.db").exists()
+    assert sum(e["event"] == "verified" for e in events) == 4
 
 
 @pytest.mark.slow
