@@ -55,7 +55,7 @@ def design(
     """Design one block: propose, review, plan, implement unit by unit, check, record in the archive."""
     run_dir = run_dir or run_dir_default()
     mode = mode or ("scratch" if not parent else "mutation" if len(parent) == 1 else "crossover")
-    designer = _designer(llm)
+    designer = _designer(llm, run_dir)
     llm_budget = _llm_budget(llm)
     settings = _settings(config_file, interactive=interactive, budget=budget or llm_budget.per_design,
                          tokens=llm_budget.per_design_tokens)
@@ -79,13 +79,16 @@ def design(
     _summary(values)
 
 
-def _designer(flags: list[str]):
-    """The designer for --llm flags (symbolic without them); a backend that cannot start ends here."""
+def _designer(flags: list[str], run_dir: Path):
+    """The designer for --llm flags (symbolic without them), an LLM one with the run's knowledge
+    tools; a backend that cannot start ends here."""
     from agents.llm import AgentsConfigError, load_config
     from agents.llm_designer import load_designer
 
     try:
-        return load_designer(load_config(flags=flags))
+        config = load_config(flags=flags)
+        tools = nodes.knowledge_tools({"configurable": {"run_dir": str(run_dir)}}) if config.enabled else []
+        return load_designer(config, tools=tools)
     except AgentsConfigError as e:
         _fail(str(e))
 

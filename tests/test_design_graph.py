@@ -161,7 +161,7 @@ def test_rejected_proposal_is_revised_then_implemented_through_the_cli(run_dir, 
         planner=[plan(task("GeluMLP"))],
         coder=[code("GeluMLP", SHELL_MLP), code("GeluMLP", CAUSAL_MLP)],
         observer=[observation("GeluMLP", 1, False, "imports subprocess"), observation("GeluMLP", 4, True)])
-    monkeypatch.setattr("graph.commands._designer", lambda flags: the_designer)
+    monkeypatch.setattr("graph.commands._designer", lambda flags, run_dir: the_designer)
     config = run_dir.parent / "run.toml"
     config.write_text('[design]\nbeam = 2\n[design.check]\nefficiency = false\ntrain_steps = 10\n'
                       '[design.check.extra]\nbatch_size = 4\ntrain_seq_len = 32\n')
@@ -321,7 +321,7 @@ def test_bad_requests_end_as_invalid_without_a_record(run_dir, monkeypatch):
     archive = open_archive(run_dir)
     assert all(r.mode == "seed" for r in archive.list_designs())
     archive.close()
-    monkeypatch.setattr("graph.commands._designer", lambda flags: designer())
+    monkeypatch.setattr("graph.commands._designer", lambda flags, run_dir: designer())
     result = CliRunner().invoke(design_app, ["--parent", "no-such-design", "--run-dir", str(run_dir)])
     assert result.exit_code == 2 and "no design named 'no-such-design'" in result.output
 
