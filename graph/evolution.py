@@ -426,4 +426,7 @@ def run_evolution(run_dir: Path, run: RunConfig | None = None, *, resume: bool =
                     on_event(chunk)
             return dict(graph.get_state(config).values)
     finally:
+        from graph.workers import close_pools
+
+        close_pools()
         nodes.close_archives()
