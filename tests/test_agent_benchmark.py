@@ -118,6 +118,7 @@ def test_starting_points_are_fixed_versioned_and_cycle_with_new_seeds():
 # ---------------------------------------------------------------- the ablations through the real graph
 
 
+@pytest.mark.slow  # a real check per try; the no-observer ablation stays in the default run
 def test_direct_ablation_writes_the_whole_block_in_one_unit(run_dir):
     """One coder call per try writes the block; declaring a child is refused (retried as a whole)."""
     the_designer = designer(
@@ -139,6 +140,7 @@ def test_direct_ablation_writes_the_whole_block_in_one_unit(run_dir):
     assert list(tree["units"]) == ["GPT2Block"] and record.status == "implemented"
 
 
+@pytest.mark.slow  # a real check per try; the no-observer ablation stays in the default run
 def test_no_planner_ablation_codes_the_selected_unit_from_the_proposal(run_dir):
     the_designer = designer(
         proposer=[proposal("Running-mean context MLP")], reviewer=[review(4.5, "accept", "fine")],

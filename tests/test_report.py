@@ -235,7 +235,7 @@ def test_show_verification_costs_and_session(mutant_text, rows):
     lm = {r.design: r for r in rows}[MUTANT]
     fitness = f"fitness vs GPT-2: **{lm.fitness:+.4f} ± {lm.noise:.4f}** over 1 seed(s) against 3"
     assert f"### cpu/lm-xs\n\n{fitness}" in text  # the same fitness and noise as the leaderboard
-    assert "### cpu/synthetic" in text and "mqar" in text  # per-task accuracies
+    assert "### cpu/synthetic" in text and SYNTHETIC_QUICK[-1] in text  # per-task accuracies
     assert "| 0 | 2.3000 |" in text and "3,400,000" in text  # bpb and FLOPs per token of seed 0
     assert "### Failed verifications" in text and "timeout: training ran past 2400 s" in text
     assert "| proposer | 1 | 1,200 | 300 | 0.0120 |" in text and "verification (training)" in text

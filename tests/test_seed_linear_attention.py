@@ -186,7 +186,7 @@ def test_seed_trains_one_step_in_fp32():
     for name in ("retnet", "gla", "hybrid"):
         model = load_design_module(load_seed(name)).build_model(d_model=32, n_block=2)
         loss = model.loss(torch.randint(0, 256, (2, 41)))
-        assert abs(loss.item() - math.log(256)) < 0.2
+        assert 0 < loss.item() - math.log(256) < 1.0  # fan-in init: ~log(V) + var(logits)/2, var ~ 1
         loss.backward()
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 

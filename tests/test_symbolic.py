@@ -310,6 +310,7 @@ def test_many_designs_pass_the_format_check():
     assert len({tree.fingerprint() for _, tree in designs}) == 36
 
 
+@pytest.mark.slow  # the 20-design run (slow too) covers every operator; ~45 s of checks
 @pytest.mark.parametrize("operator, parents, match", [
     ("insert_conv", ["gpt2"], {}),
     ("cross_interleave", ["llama", "gla"], {"donor_slot": "GatedLinearAttention"}),
