@@ -45,7 +45,7 @@ from graph.design import design_session, session_config
 from graph.selection import get_strategy, is_novel, view_from_archive
 from graph.state import initial_state
 from graph.workers import VerificationJob, WorkerError, pool_for
-from verifier.ladder import Standing, get_ladder, promotions
+from verifier.ladder import Standing, get_ladder, get_rung, promotions
 
 RUN_FORMAT = 1  # bump when run.json or the evolution state changes incompatibly
 RUN_FILE = "run.json"
@@ -200,8 +200,6 @@ def verification_job(archive, run_dir: Path, run: RunConfig, design: str, rung: 
 
 
 def baseline_jobs(run: RunConfig, rung: str) -> list[tuple[str, str, int]]:
-    from verifier.ladder import get_rung
-
     repeats = run.baseline_repeats or get_rung(run.ladder, rung).repeats_for_noise
     return [(b, rung, s) for b in run.baselines for s in range(repeats if b == "gpt2" else 1)]
 
@@ -325,7 +323,7 @@ def promote(state: EvolutionState, config: RunnableConfig) -> dict:
         if len([s for s in standings if s.design not in run.baselines]) < run.promote_after:
             break  # too few designs measured there to rank them
         there = {v.design for v in archive.verifications(rung=rung_key(run, upper))} - set(run.baselines)
-        decision = promotions(standings, get_ladder_rung(run, lower), get_ladder_rung(run, upper),
+        decision = promotions(standings, get_rung(run.ladder, lower), get_rung(run.ladder, upper),
                               already_there=len(there), baselines=tuple(run.baselines))
         climbing = [d for d in decision.promoted if d not in there]
         if not climbing:
@@ -336,17 +334,11 @@ def promote(state: EvolutionState, config: RunnableConfig) -> dict:
     return {}
 
 
-def get_ladder_rung(run: RunConfig, name: str):
-    from verifier.ladder import get_rung
-
-    return get_rung(run.ladder, name)
-
-
 def rung_standings(archive, run: RunConfig, rung: str) -> list[Standing]:
     """Fitness and noise of every design verified at `rung`, against the GPT-2 runs there."""
     from verifier.fitness import rung_score
 
-    r = get_ladder_rung(run, rung)
+    r = get_rung(run.ladder, rung)
     runs: dict[str, list[dict]] = {}
     for v in archive.verifications(rung=rung_key(run, rung)):
         if r.kind == "lm" and v.metrics.get("bpb") is None:
