@@ -221,3 +221,41 @@ def test_a_forged_reply_line_cannot_break_the_parent():
 def test_unknown_entry_point():
     result = run_job("no-such-entry", "x = 1", limits=FAST)
     assert result.status == "exception" and "unknown sandbox entry point" in result.error
+
+
+def _processes_of(uid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    pids.append(int(entry))
+            except FileNotFoundError:
+                continue
+    return pids
+
+
+def test_a_job_dies_with_the_process_that_started_it(tmp_path):
+    """kill -9 of the caller (a `run`, a Ray worker) ends its sandboxed job at once, not at the timeout."""
+    import signal
+    import subprocess
+    import sys
+
+    uid = 64000 + os.getpid() % 900
+    code = ("import time\ndef main():\n    open('/tmp/out/started', 'w').close()\n    time.sleep(120)\n")
+    caller = ("import sys; sys.path.insert(0, sys.argv[1])\n"
+              "from verifier.sandbox import Limits, run_job\n"
+              f"run_job('exec', {code!r}, name='sleeper', args={{'call': 'main'}}, output_dir={str(tmp_path)!r},"
+              f" uid={uid}, limits=Limits(timeout_s=300, memory_mb=1024, threads=1))\n")
+    proc = subprocess.Popen([sys.executable, "-c", caller, str(Path(__file__).resolve().parents[1])])
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "started").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "the job never started"
+        time.sleep(0.1)
+    assert _processes_of(uid)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while _processes_of(uid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_of(uid) == []

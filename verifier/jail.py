@@ -164,6 +164,17 @@ def _cover(directory: str, options: str, keep: list[str]) -> None:
         os.close(fd)
 
 
+def die_with_parent(parent_pid: int | None) -> None:
+    """In the runner: be killed when the process that started the job dies (kill -9 included).
+
+    Without this a killed `run` or Ray worker would leave its training job running to the
+    rung's timeout. The caller's pid is checked after the request, since it may already be gone.
+    """
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if parent_pid and os.getppid() != parent_pid:
+        os._exit(75)
+
+
 def become_init(iso: dict) -> None:
     """In PID 1 of the new namespace: die with the runner, mount the namespace's own /proc."""
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)

@@ -178,7 +178,7 @@ def run_job(entry: str, source: str | None = None, *, name: str = "design", args
     read_fd, write_fd = os.pipe()
     request = {"entry": entry, "source": source, "name": name, "args": args or {}, "config": config,
                "line_map": {str(k): v for k, v in (line_map or {}).items()},
-               "env": clean_env(limits.threads, env), "result_fd": write_fd}
+               "env": clean_env(limits.threads, env), "result_fd": write_fd, "parent_pid": os.getpid()}
     started = time.monotonic()
     proc = subprocess.Popen(
         [sys.executable, "-I", "-c", _BOOT, ROOT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,

@@ -103,7 +103,9 @@ def main() -> None:
     os.dup2(devnull, 0)
     fd = int(request["result_fd"])
     config = request["config"]
+    jail.die_with_parent(request.get("parent_pid"))
     iso = jail.enter_namespaces(config) if config.get("isolate", True) else {"notes": ["isolation disabled"]}
+    jail.die_with_parent(request.get("parent_pid"))  # a new user namespace may have cleared it
     init = os.fork()
     if init == 0:
         _init(request, config, iso, fd)
