@@ -24,9 +24,25 @@ def run_dir_default() -> Path:
     return Path(os.environ.get("GENESYS_RUN_DIR", DEFAULT_RUN_DIR))
 
 
-def open_archive(run_dir: str | os.PathLike) -> Archive:
-    """The archive of a run directory (created if new), with the seed library recorded in it."""
-    archive = Archive.open(run_dir)
+def recorded_archive_url(run_dir: str | os.PathLike) -> str | None:
+    """The database a run keeps its archive in (`run --archive URL`, recorded in RUN_DIR/run.json), if any."""
+    path = Path(run_dir) / "run.json"
+    if "://" in str(run_dir) or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text()).get("archive") or None
+    except (OSError, ValueError, AttributeError):
+        return None  # the run commands report a damaged run.json themselves
+
+
+def open_archive(run_dir: str | os.PathLike, url: str | None = None) -> Archive:
+    """The archive of a run directory (created if new), with the seed library recorded in it.
+
+    A run whose archive is a database (`url`, else the one its run.json records) keeps its
+    records there and its artifacts (trees, code, reports) in RUN_DIR/artifacts, so every
+    command given the run directory reads the same archive the run wrote."""
+    url = url or recorded_archive_url(run_dir)
+    archive = Archive.open(url, artifacts_dir=Path(run_dir) / "artifacts") if url else Archive.open(run_dir)
     for name in seed_names():
         tree = load_seed(name)
         try:

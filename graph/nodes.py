@@ -82,7 +82,7 @@ def archive_for(config: RunnableConfig | None) -> Archive:
     conf = configurable(config)
     with _lock:
         if key not in _archives:
-            _archives[key] = open_archive(conf.get("archive") or (conf.get("run") or {}).get("archive") or key)
+            _archives[key] = open_archive(key, conf.get("archive") or (conf.get("run") or {}).get("archive"))
         return _archives[key]
 
 

@@ -30,7 +30,7 @@ from rich.table import Table
 
 from designs.archive import Archive, VerificationRecord
 from designs.artifacts import MissingArtifact
-from designs.catalog import open_archive, resolve
+from designs.catalog import open_archive, recorded_archive_url, resolve
 from designs.tree import TreeError, UnitTree
 from graph.selection import BASELINE, view_from_archive
 from verifier.fitness import TIE_Z, rank, rung_score
@@ -49,7 +49,7 @@ def open_run_archive(run_dir: Path) -> Archive:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ReportError(f"no run directory {run_dir}: start one with `python cli.py run`, or pass --run-dir")
-    if not (run_dir / "archive.db").is_file():
+    if not (run_dir / "archive.db").is_file() and not recorded_archive_url(run_dir):
         raise ReportError(f"{run_dir} holds no archive (no archive.db): is it a run directory?")
     return open_archive(run_dir)
 

@@ -73,6 +73,23 @@ class Display:
     def _log(self, line: str) -> None:
         self.last = (self.last + [line])[-6:]
 
+    def line(self, event: dict) -> str | None:
+        """One plain line for a log file (no terminal): the events worth a line, with the counters."""
+        kind = event.get("event")
+        if kind not in ("phase", "selected", "designed", "verified", "stop"):
+            return None
+        if kind == "phase":
+            what = f"phase: {event['phase']}"
+        elif kind == "selected":
+            what = f"{event['thread']}: {event['mode']} of {', '.join(event['parents']) or 'nothing'}"
+        elif kind == "stop":
+            what = f"stopping: {event['reason']}"
+        else:
+            what = self.last[-1] if self.last else kind
+        counts = " ".join(f"{k}={v}" for k, v in self.counts.items() if v) or "-"
+        verified = " ".join(f"{rung}={n}" for rung, n in self.verified.items())
+        return f"[{(time.monotonic() - self.started) / 60:5.1f} min] {what}  | {counts} | verified {verified}"
+
     def render(self) -> Group:
         elapsed = time.monotonic() - self.started
         budget = self.run.budget
@@ -132,10 +149,20 @@ def run(
         directory = run_dir or run_dir_default()
         config = settings(config_file, flags, budgets)
     display = Display(config)
-    with Live(display.render(), console=console, refresh_per_second=2, transient=False) as live:
+    if console.is_terminal:
+        with Live(display.render(), console=console, refresh_per_second=2, transient=False) as live:
+            def on_event(event: dict) -> None:
+                display(event)
+                live.update(display.render())
+
+            final = run_evolution(directory, config if resume is None else None, resume=resume is not None,
+                                  on_event=on_event)
+    else:  # a log file or a pipe: one line per event that matters, flushed as it happens
         def on_event(event: dict) -> None:
             display(event)
-            live.update(display.render())
+            line = display.line(event)
+            if line:
+                print(line, flush=True)
 
         final = run_evolution(directory, config if resume is None else None, resume=resume is not None,
                               on_event=on_event)

@@ -418,3 +418,31 @@ def test_resume_after_kill(backend: Backend):
 if __name__ == "__main__" and sys.argv[1] == "write":
     kind, target, artifacts, prefix, count = sys.argv[2:]
     write_items(Backend(kind, target, None if artifacts == "-" else artifacts), prefix, int(count))
+
+
+@pytest.mark.postgres
+def test_a_run_with_a_database_archive_is_read_through_its_run_directory(tmp_path, pg_database):
+    """`run --archive URL` records the URL in run.json: every command given the run directory opens that
+    database, and the artifacts stay in RUN_DIR/artifacts (not in the current directory)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    import cli
+    from designs.catalog import open_archive, recorded_archive_url
+
+    url = pg.fresh_schema(pg_database)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run.json").write_text(json.dumps({"format": 1, "ladder": "cpu", "archive": url}))
+    assert recorded_archive_url(run_dir) == url
+    with open_archive(run_dir) as opened:
+        assert opened.artifacts.root == (run_dir / "artifacts").absolute()
+        assert opened.get_design("gpt2").status == "seed"
+    with Archive.open(url, artifacts_dir=run_dir / "artifacts") as direct:
+        assert direct.get_design("gpt2").fingerprint  # the seeds went to the database
+    assert not (run_dir / "archive.db").exists()
+    result = CliRunner().invoke(cli.app, ["show", "gpt2", "--run-dir", str(run_dir), "--markdown"])
+    assert result.exit_code == 0, result.output
+    assert "gpt2" in result.output
+    assert not (run_dir / "archive.db").exists()
