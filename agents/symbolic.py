@@ -24,6 +24,7 @@ from agents.schemas import Observation, Plan, Proposal, Ratings, Review, UnitCod
 from designs.seeds import library_units, load_seed, unit_doc
 from designs.tree import TreeError, UnitTree
 from knowledge.library import load_library, records_for_unit
+from verifier.checker import CheckOptions
 
 # What each library unit brings, for the proposal text: (what it is, its strength, its weakness).
 TRAITS = {
@@ -65,6 +66,8 @@ OPERATOR_REFS = {"insert_conv": ["h3-2022", "primer-2021", "zoology-2023"],
 PRIORS = {"swap": (4, 4, 4), "insert_conv": (4, 4, 4), "insert_gate": (4, 5, 3), "interleave": (4, 4, 4),
           "hyper": (3, 5, 3), "graft": (4, 4, 4), "cross_interleave": (4, 4, 4), "scratch": (4, 4, 4)}
 MEASURE_SIZE = (128, 4)  # d_model, n_block at which the reviewer compares a design with its parent
+CHECK_FLOPS_LIMIT = CheckOptions().error_ratio  # the checker's efficiency limit against GPT-2
+FLOPS_REJECT_SHARE = 0.9  # the reviewer's estimate (FLOPs per parameter at one size) is rough: keep a margin
 RETRY_STATUSES = ("sandbox.timeout", "sandbox.killed", "sandbox.out_of_memory", "efficiency.time")
 
 
@@ -236,12 +239,22 @@ def _max_similarity(lines: list[str]) -> float:
     return best
 
 
-def _feasibility(measured: dict) -> tuple[int, str]:
-    """Rating 1-5 from the design's FLOPs per parameter against the reference's, and a sentence."""
-    child, ref = measured["child"], measured["reference"]
+def _intensity(child: dict, ref: dict) -> tuple[float, float, float]:
+    """Parameter ratio, FLOPs ratio, and compute per token at matched parameters (FLOPs ratio / params ratio)."""
     params = child["non_embedding_params"] / max(ref["non_embedding_params"], 1)
     flops = child["flops_train_per_token"] / max(ref["flops_train_per_token"], 1)
-    intensity = flops / params  # at matched parameters (as on a rung), compute per token scales with this
+    return params, flops, flops / params
+
+
+def _feasibility(measured: dict) -> tuple[int, str]:
+    """Rating 1-5 from the design's FLOPs per parameter against the reference's (its parent), and a sentence.
+
+    measured["gpt2"], when given, is GPT-2 at the same size: the checker refuses a design above
+    CHECK_FLOPS_LIMIT x GPT-2's FLOPs at matched parameters, so a design estimated past
+    FLOPS_REJECT_SHARE of that limit is rated 1 (rejected) before a checker run is spent on it.
+    """
+    child, ref = measured["child"], measured["reference"]
+    params, flops, intensity = _intensity(child, ref)
     score = 5 if intensity <= 1.5 else 4 if intensity <= 2.2 else 3 if intensity <= 3.0 else 2
     score -= 1 if params > 2.0 else 0
     d, n = MEASURE_SIZE
@@ -249,6 +262,15 @@ def _feasibility(measured: dict) -> tuple[int, str]:
                 f"parameters ({params:.2f}x {measured['reference_name']}), {child['flops_train_per_token'] / 1e6:.2f} "
                 f"MFLOPs per token for a training step ({flops:.2f}x), so {intensity:.2f}x the compute per token at "
                 f"matched parameters.")
+    if measured.get("gpt2"):
+        vs_gpt2 = _intensity(child, measured["gpt2"])[2]
+        limit = CHECK_FLOPS_LIMIT * FLOPS_REJECT_SHARE
+        if vs_gpt2 > limit:
+            score = 1
+            sentence += (f" Against GPT-2 that is about {vs_gpt2:.2f}x the compute per token, past {limit:.1f}x "
+                         f"(the checker refuses more than {CHECK_FLOPS_LIMIT:.1f}x): not feasible.")
+        elif measured["reference_name"] != "gpt2":
+            sentence += f" Against GPT-2: about {vs_gpt2:.2f}x (the checker's limit is {CHECK_FLOPS_LIMIT:.1f}x)."
     return max(score, 1), sentence
 
 
@@ -343,8 +365,10 @@ class SymbolicDesigner:
         from designs.measure import MeasureError
         from verifier.sandbox import measure_isolated
 
-        reference = base or load_seed("gpt2")
-        jobs = [{"tree": t.to_dict(), "sizes": [list(MEASURE_SIZE)], "flops_seq_len": 128} for t in (child, reference)]
+        gpt2 = load_seed("gpt2")
+        reference = base or gpt2
+        trees = [child, reference] + ([gpt2] if reference.fingerprint() != gpt2.fingerprint() else [])
+        jobs = [{"tree": t.to_dict(), "sizes": [list(MEASURE_SIZE)], "flops_seq_len": 128} for t in trees]
         try:
             replies = measure_isolated(jobs, timeout=self.measure_timeout)
         except MeasureError as e:
@@ -353,8 +377,10 @@ class SymbolicDesigner:
             return 1, f"The design does not build at d_model {MEASURE_SIZE[0]}: {replies[0].get('error')}."
         if not replies[1].get("ok"):
             return 3, f"The reference {reference.name} could not be measured: {replies[1].get('error')}."
+        gpt2_size = (replies[2] if len(replies) > 2 else replies[1])
         return _feasibility({"child": replies[0]["sizes"][0], "reference": replies[1]["sizes"][0],
-                             "reference_name": reference.name})
+                             "reference_name": reference.name,
+                             "gpt2": gpt2_size["sizes"][0] if gpt2_size.get("ok") else None})
 
     def _verdict(self, novelty, soundness, feasibility, gain, verdict, summary, suggestions, ctx) -> Review:
         ratings = Ratings(novelty=_clip(novelty), soundness=_clip(soundness), feasibility=_clip(feasibility),

@@ -153,7 +153,7 @@ def fake_knowledge_tools() -> list[BaseTool]:
                 "local token mixing.")[: 200 * k]
 
     @tool
-    def search_papers(query: str, limit: int = 5) -> str:
+    def search_papers(query: str, k: int = 5) -> str:
         """Search Semantic Scholar and arXiv for papers (offline: unavailable)."""
         return "unavailable: offline"
 
@@ -165,12 +165,12 @@ def fake_knowledge_tools() -> list[BaseTool]:
             "multiplicative gates; closes the recall gap to attention on synthetic tasks.")
 
     @tool
-    def similar_designs(text: str, k: int = 5) -> str:
+    def similar_designs(description: str, k: int = 5) -> str:
         """Archived designs nearest to a text (a proposal or an idea), with similarity."""
         return "gpt2 (seed) 0.71; llama (seed) 0.64; hybrid (seed) 0.52"
 
     @tool
-    def similar_units(text: str, k: int = 5) -> str:
+    def similar_units(description: str, k: int = 5) -> str:
         """Units of the library nearest to a text, with their design and docstring."""
         return ("HyenaOperator (hyena) 0.62: implicit long convolution with gates; "
                 "Mamba2Mixer (mamba2) 0.55: short conv then SSD scan")

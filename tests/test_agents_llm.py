@@ -271,7 +271,7 @@ def test_tool_rounds_are_bounded():
     ({"error": "provider", "message": "502 Bad Gateway"}, "ProviderError: 502 Bad Gateway"),
 ])
 def test_provider_failure_is_a_failed_role_call(entry, words):
-    model = scripted([{"tool_calls": [{"name": "similar_designs", "args": {"text": "x"}}],
+    model = scripted([{"tool_calls": [{"name": "similar_designs", "args": {"description": "x"}}],
                        "usage": {"input": 500, "output": 20}}, entry], model_name="scripted-reviewer")
     call = ask("reviewer", model, Review, [], prices=PriceTable(), tools=fake_knowledge_tools(), max_tool_rounds=3)
     assert not call.ok and words in call.error and call.error.startswith("reviewer: fake:scripted-reviewer failed")

@@ -140,7 +140,7 @@ def test_review_with_a_bad_tool_call_then_a_json_answer(stub, parent):
     call = designer.review(ReviewContext(proposal=proposal, parents=[parent], nearest=["gpt2 (seed) 0.71"]))
     assert call.ok and call.output.verdict == "revise" and len(stub.requests) == 2
     error = next(m for m in stub.requests[1]["body"]["messages"] if m["role"] == "tool")
-    assert error["tool_call_id"] == "call_9" and "text: field required" in error["content"]
+    assert error["tool_call_id"] == "call_9" and "description: field required" in error["content"]
 
 
 def designer_proposal():

@@ -333,3 +333,19 @@ def test_twenty_distinct_designs_pass_the_checker():
             failed.append(f"{title}: {report.to_markdown()[:600]}")
     assert not failed, "\n".join(failed)
     assert len({tree.fingerprint() for _, tree in designs}) == 20
+
+
+def test_feasibility_rejects_what_the_checker_would_refuse_on_flops():
+    """A design whose compute per token at matched parameters is past the checker's limit against GPT-2
+    (3.0x, with a 10% margin for the estimate) is rated 1 even when its parent is just as costly."""
+    from agents.symbolic import _feasibility
+
+    gpt2 = {"non_embedding_params": 800_000, "flops_train_per_token": 5_000_000}
+    parent = {"non_embedding_params": 800_000, "flops_train_per_token": 12_000_000}  # 2.4x GPT-2
+    heavy = {"non_embedding_params": 800_000, "flops_train_per_token": 13_600_000}  # 2.72x GPT-2
+    light = {"non_embedding_params": 800_000, "flops_train_per_token": 12_400_000}  # 2.48x GPT-2
+    score, sentence = _feasibility({"child": heavy, "reference": parent, "reference_name": "gdn", "gpt2": gpt2})
+    assert score == 1 and "2.72x" in sentence and "refuses more than 3.0x" in sentence
+    score, sentence = _feasibility({"child": light, "reference": parent, "reference_name": "gdn", "gpt2": gpt2})
+    assert score == 5 and "Against GPT-2: about 2.48x" in sentence
+    assert _feasibility({"child": heavy, "reference": parent, "reference_name": "gdn"})[0] == 5  # no GPT-2 figure
