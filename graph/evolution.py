@@ -336,7 +336,7 @@ def promote(state: EvolutionState, config: RunnableConfig) -> dict:
 
 def rung_standings(archive, run: RunConfig, rung: str) -> list[Standing]:
     """Fitness and noise of every design verified at `rung`, against the GPT-2 runs there."""
-    from verifier.fitness import rung_score
+    from verifier.fitness import mean_fitness
 
     r = get_rung(run.ladder, rung)
     runs: dict[str, list[dict]] = {}
@@ -349,8 +349,8 @@ def rung_standings(archive, run: RunConfig, rung: str) -> list[Standing]:
         return []
     out = []
     for design, metrics in runs.items():
-        scores = [rung_score(rung, r.kind, m, base) for m in metrics]
-        out.append(Standing(design, sum(s.fitness for s in scores) / len(scores), scores[0].noise))
+        mean = mean_fitness(rung, r.kind, metrics, base)
+        out.append(Standing(design, mean.fitness, mean.sigma))
     return out
 
 

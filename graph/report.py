@@ -33,7 +33,7 @@ from designs.artifacts import MissingArtifact
 from designs.catalog import open_archive, recorded_archive_url, resolve
 from designs.tree import TreeError, UnitTree
 from graph.selection import BASELINE, view_from_archive
-from verifier.fitness import TIE_Z, rank, rung_score
+from verifier.fitness import TIE_Z, mean_fitness, rank
 from verifier.ladder import LadderError, Rung, get_ladder, get_rung
 from verifier.train import TRAIN_LOG
 
@@ -90,18 +90,14 @@ class RungFitness:
 def rung_fitness(rung: Rung, runs: list[VerificationRecord], baseline: list[VerificationRecord]) -> RungFitness | None:
     """Fitness of `runs` against the baseline's runs at the same rung (None if either has no score).
 
-    The noise follows graph.selection: the baseline's spread, the design's own share
-    shrinking as 1/repeats.
+    The noise is verifier.fitness.mean_fitness's, as everywhere else.
     """
     base = [m for m in (_score_input(rung, v.metrics) for v in baseline) if m is not None]
     mine = {v.seed: m for v in runs if (m := _score_input(rung, v.metrics)) is not None}
     if not base or not mine:
         return None
-    scores = {seed: rung_score(rung.name, rung.kind, m, base) for seed, m in mine.items()}
-    first = next(iter(scores.values()))
-    sigma = first.noise * math.sqrt((1 + 1 / len(scores)) / 2)
-    return RungFitness({s: sc.fitness for s, sc in scores.items()},
-                       statistics.mean(sc.fitness for sc in scores.values()), sigma)
+    mean = mean_fitness(rung.name, rung.kind, list(mine.values()), base)
+    return RungFitness(dict(zip(mine, mean.per_run)), mean.fitness, mean.sigma)
 
 
 def _by_rung(verifications: list[VerificationRecord]) -> dict[str, dict[str, list[VerificationRecord]]]:

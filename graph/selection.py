@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from designs.tree import UnitTree
-from verifier.fitness import TIE_Z, compare, rank, rung_score
+from verifier.fitness import TIE_Z, compare, mean_fitness, rank
 from verifier.ladder import get_ladder
 
 MODES = ("mutation", "crossover", "scratch")
@@ -166,11 +166,8 @@ def _highest_score(name: str, rungs, runs: dict, baseline: str) -> dict:
         if not mine or not base:
             continue
         rung = rungs[index]
-        scores = [rung_score(rung.name, rung.kind, m, base) for m in mine]
-        n = len(scores)
-        sigma = scores[0].noise * math.sqrt((1 + 1 / n) / 2)
-        return {"fitness": statistics.mean(s.fitness for s in scores), "sigma": sigma, "rung": index,
-                "repeats": n}
+        mean = mean_fitness(rung.name, rung.kind, mine, base)
+        return {"fitness": mean.fitness, "sigma": mean.sigma, "rung": index, "repeats": mean.repeats}
     return {}
 
 

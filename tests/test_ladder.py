@@ -83,6 +83,10 @@ def test_combined_fitness_weighs_later_rungs_more():
 def test_ranking_reports_ties():
     ranked = rank({"a": (0.10, 0.01), "b": (0.095, 0.01), "c": (-0.2, 0.01)})
     assert [(n, r) for n, r, *_ in ranked] == [("a", 1), ("b", 1), ("c", 3)]
+    # gaps of 0.03 at noise 0.012 each (a pair ties within 2 x sqrt(2) x 0.012 = 0.034 at z=2): a ties b,
+    # b ties c, but a is clearly better than c: c starts a new group instead of inheriting a's rank
+    chain = rank({"a": (0.30, 0.012), "b": (0.27, 0.012), "c": (0.24, 0.012), "d": (0.23, 0.012)}, z=2.0)
+    assert [(n, r) for n, r, *_ in chain] == [("a", 1), ("b", 1), ("c", 3), ("d", 3)]
 
 
 def test_spearman():
@@ -95,3 +99,17 @@ def test_every_preset_is_well_formed():
     for name, rungs in LADDERS.items():
         assert len({r.name for r in rungs}) == len(rungs)
         assert all(r.steps >= 1 and r.lr > 0 and 0 < r.promote_fraction <= 1 for r in rungs), name
+
+
+def test_mean_fitness_shrinks_the_designs_share_of_the_noise_with_repeats():
+    from verifier.fitness import mean_fitness
+
+    base = [{"bpb": 2.00}, {"bpb": 2.04}, {"bpb": 1.96}]
+    one = mean_fitness("lm-xs", "lm", [{"bpb": 1.90}], base)
+    four = mean_fitness("lm-xs", "lm", [{"bpb": 1.90}, {"bpb": 1.92}, {"bpb": 1.88}, {"bpb": 1.90}], base)
+    single = rung_score("lm-xs", "lm", {"bpb": 1.90}, base)
+    assert one.fitness == pytest.approx(single.fitness) and one.sigma == pytest.approx(single.noise)
+    assert four.repeats == 4 and four.fitness == pytest.approx(0.05)
+    assert four.sigma == pytest.approx(single.noise * math.sqrt(0.625))
+    with pytest.raises(ValueError, match="no runs"):
+        mean_fitness("lm-xs", "lm", [], base)

@@ -72,6 +72,34 @@ def rung_score(rung: str, kind: str, metrics: dict, baseline_runs: list[dict]) -
     return RungScore(rung, kind, fitness, noise, metrics, baseline)
 
 
+@dataclass
+class MeanFitness:
+    """A design's fitness at one rung over its training seeds: per run, the mean, and the noise of the mean."""
+
+    per_run: list[float]
+    fitness: float
+    sigma: float
+
+    @property
+    def repeats(self) -> int:
+        return len(self.per_run)
+
+
+def mean_fitness(rung: str, kind: str, runs: list[dict], baseline_runs: list[dict]) -> MeanFitness:
+    """The one fitness every ranking uses (selection, promotion, leaderboard, report).
+
+    One run differs from the baseline's mean with noise sigma_1 = rung_score's noise (the
+    baseline's seed-to-seed spread, counted for both sides). With n seeds of the design the
+    design's half of the variance shrinks as 1/n: sigma = sigma_1 * sqrt((1 + 1/n) / 2).
+    """
+    if not runs:
+        raise ValueError(f"no runs of the design at {rung}")
+    scores = [rung_score(rung, kind, m, baseline_runs) for m in runs]
+    n = len(scores)
+    return MeanFitness([s.fitness for s in scores], statistics.mean(s.fitness for s in scores),
+                       scores[0].noise * math.sqrt((1 + 1 / n) / 2))
+
+
 def combined(scores: list[RungScore], rung_order: list[str]) -> tuple[float, float]:
     """Weighted mean fitness over the rungs reached (rung i weighs 2^i) and its noise."""
     if not scores:
@@ -92,14 +120,20 @@ def compare(a: tuple[float, float], b: tuple[float, float], z: float = TIE_Z) ->
 
 
 def rank(items: dict[str, tuple[float, float]], z: float = TIE_Z) -> list[tuple[str, int, float, float]]:
-    """Designs best first as (name, rank, fitness, noise); a design tied with the one above shares its rank."""
+    """Designs best first as (name, rank, fitness, noise).
+
+    A design shares the rank of the best design of the current tie group when it is tied with
+    that design (inside the noise); ties do not chain, so a run of small gaps cannot tie a
+    design with one it is clearly worse than.
+    """
     order = sorted(items, key=lambda k: -items[k][0])
     out: list[tuple[str, int, float, float]] = []
+    leader = None
     for i, name in enumerate(order):
-        if out and compare(items[order[i - 1]], items[name], z) == 0:
+        if leader is not None and compare(items[leader], items[name], z) == 0:
             r = out[-1][1]
         else:
-            r = i + 1
+            leader, r = name, i + 1
         out.append((name, r, *items[name]))
     return out
 
