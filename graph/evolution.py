@@ -88,6 +88,8 @@ class RunConfig(BaseModel):
     baseline_repeats: int | None = Field(None, ge=1, description="GPT-2 training seeds per rung, for the "
                                          "noise (default: the rung's repeats_for_noise)")
     promote_after: int = Field(4, ge=1, description="designs a rung must have verified before any climbs on")
+    rung_scale: dict[str, float] = Field(default_factory=dict, description="per rung, a further factor on "
+                                         "`scale` (say lm-s: 0.4 for a short run)")
     budget: Budget = Field(default_factory=lambda: Budget(minutes=15))
     design: dict = Field(default_factory=dict, description="DesignConfig settings of every session")
     ray: str | None = Field(None, description="Ray cluster address (HOST:PORT): verification jobs run there")
@@ -100,6 +102,11 @@ class RunConfig(BaseModel):
         unknown = [r for r in self.rungs or [] if r not in names]
         if unknown:
             raise ValueError(f"ladder {self.ladder!r} has no rung {', '.join(unknown)}; rungs: {', '.join(names)}")
+        unknown = [r for r in self.rung_scale if r not in names]
+        if unknown:
+            raise ValueError(f"rung_scale: ladder {self.ladder!r} has no rung {', '.join(unknown)}")
+        if any(not v > 0 for v in self.rung_scale.values()):
+            raise ValueError("rung_scale: factors must be positive")
         if self.rungs is not None and not self.rungs:
             raise ValueError("rungs: name at least one rung")
         if "gpt2" not in self.baselines:
@@ -107,6 +114,10 @@ class RunConfig(BaseModel):
         DesignConfig.from_mapping(self.design)
         get_strategy(self.selection)
         return self
+
+    def scale_for(self, rung: str) -> float:
+        """The factor on `rung`'s training tokens: `scale` times the rung's own factor, if any."""
+        return self.scale * self.rung_scale.get(rung, 1.0)
 
     def rung_names(self) -> list[str]:
         names = [r.name for r in get_ladder(self.ladder)]
@@ -194,7 +205,7 @@ def verify_many(jobs: list[tuple[str, str, int]], archive, run_dir: Path, run: R
 
 
 def verification_job(archive, run_dir: Path, run: RunConfig, design: str, rung: str, seed: int) -> VerificationJob:
-    return VerificationJob(design, run.ladder, rung, seed=seed, scale=run.scale, corpus=run.corpus,
+    return VerificationJob(design, run.ladder, rung, seed=seed, scale=run.scale_for(rung), corpus=run.corpus,
                            threads=_threads(run), run_dir=str(run_dir.absolute()), archive=run.archive or "",
                            tree=resolve(design, archive).to_dict())
 
@@ -236,8 +247,10 @@ def spent(state: EvolutionState, config: RunnableConfig) -> dict:
             "cpu_hours": cpu_s / 3600}
 
 
-def over_budget(used: dict, budget: Budget) -> str | None:
-    if budget.designs is not None and used["designs"] >= budget.designs:
+def over_budget(used: dict, budget: Budget, count_designs: bool = True) -> str | None:
+    """Why the run must stop starting work, or None. count_designs=False: only the budgets that climbs
+    spend (time, dollars, CPU); the design budget limits sessions, not the verification of their designs."""
+    if count_designs and budget.designs is not None and used["designs"] >= budget.designs:
         return f"design budget reached ({used['designs']} sessions)"
     if budget.minutes is not None and used["elapsed_s"] >= budget.minutes * 60:
         return f"time budget reached ({used['elapsed_s'] / 60:.1f} of {budget.minutes:g} minutes)"
@@ -328,9 +341,19 @@ def promote(state: EvolutionState, config: RunnableConfig) -> dict:
         climbing = [d for d in decision.promoted if d not in there]
         if not climbing:
             continue
+        # Climbs are new work: none starts once the run's time, dollar or CPU budget is spent (a resumed
+        # run with a larger budget takes them up); work already started finishes.
+        if reason := over_budget(spent(state, config), run.budget, count_designs=False):
+            _emit({"event": "phase", "phase": f"climb to {upper} not started: {reason}"})
+            return {}
         _emit({"event": "phase", "phase": f"{len(climbing)} design(s) climb to {upper}"})
         verify_many(baseline_jobs(run, upper), archive, run_dir, run)
-        verify_many([(d, upper, 0) for d in climbing], archive, run_dir, run)
+        for start in range(0, len(climbing), run.workers):
+            if start and (reason := over_budget(spent(state, config), run.budget, count_designs=False)):
+                _emit({"event": "phase", "phase": f"{len(climbing) - start} climb(s) to {upper} not started: "
+                                                  f"{reason}"})
+                return {}
+            verify_many([(d, upper, 0) for d in climbing[start:start + run.workers]], archive, run_dir, run)
     return {}
 
 

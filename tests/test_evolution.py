@@ -43,9 +43,17 @@ def run_dir(tmp_path):
     nodes.close_archives()
 
 
-def test_one_symbolic_design_is_checked_verified_and_ranked(run_dir):
+def test_one_symbolic_design_is_checked_verified_and_ranked(run_dir, monkeypatch):
+    """...and, with the time budget spent when it could climb to lm-s, no climb starts."""
+    from graph import evolution
+
+    def spent_for_climbs(used, budget, count_designs=True):
+        return "time budget reached (the test's)" if not count_designs else over_budget(used, budget)
+
+    over_budget = evolution.over_budget
+    monkeypatch.setattr(evolution, "over_budget", spent_for_climbs)
     events: list[dict] = []
-    run = RunConfig(budget=Budget(designs=1), baseline_repeats=1, **{**TINY, "rungs": ["lm-xs"]})
+    run = RunConfig(budget=Budget(designs=1), baseline_repeats=1, **TINY)
     final = run_evolution(run_dir, run, on_event=events.append)
     assert final["stop"].startswith("design budget reached (1 sessions)")
     (session,) = final["sessions"]
@@ -65,6 +73,7 @@ def test_one_symbolic_design_is_checked_verified_and_ranked(run_dir):
     kinds = [e["event"] for e in events]
     for kind in ("phase", "selected", "design", "design_step", "designed", "verify", "verified", "stop"):
         assert kind in kinds, kind
+    assert "climb to lm-s not started: time budget reached (the test's)" in [e.get("phase") for e in events]
 
 
 @pytest.mark.slow
@@ -112,6 +121,16 @@ def test_run_settings_are_checked_and_kept(run_dir, tmp_path):
         RunConfig(rungs=["lm-xxl"])
     with pytest.raises(ValueError, match="gpt2"):
         RunConfig(baselines=["llama"])
+    with pytest.raises(ValueError, match="rung_scale: ladder 'cpu' has no rung lm-q"):
+        RunConfig(rung_scale={"lm-q": 2.0})
+    assert RunConfig(scale=0.5, rung_scale={"lm-s": 0.2}).scale_for("lm-s") == pytest.approx(0.1)
+    from graph.run_command import CPU_DEFAULT, settings
+
+    assert settings(None, {}, {}).scale_for("lm-s") == pytest.approx(0.1)
+    toml = tmp_path / "run.toml"
+    toml.write_text("promote_after = 5\n[budget]\nminutes = 30\n")
+    mine = settings(toml, {}, {})  # the embedded default fills in, the file's settings win
+    assert mine.promote_after == 5 and mine.budget.minutes == 30 and mine.rungs == CPU_DEFAULT["rungs"]
     run = RunConfig(budget=Budget(designs=0), **TINY)
     save_run_config(run_dir, run)
     assert load_run_config(run_dir) == run
