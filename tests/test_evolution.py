@@ -143,6 +143,48 @@ def test_run_settings_are_checked_and_kept(run_dir, tmp_path):
         load_run_config(tmp_path / "nowhere")
 
 
+@pytest.mark.slow
+def test_short_run_with_scripted_llms(run_dir, monkeypatch):
+    """The same loop with an LLM designer: LangChain chat models replaying the tests/transcripts session
+    (tool calls, a proposal sent back then accepted, a causality failure fixed), checked, verified, ranked,
+    with its token costs in the archive. Selection is pinned to a GPT-2 mutation, which the transcripts answer."""
+    from graph import evolution
+    from graph.run_command import Display
+    from graph.selection import Selection
+    from tests.fake_llm import scripted_designer
+
+    class Pinned:
+        def select(self, view, rng):
+            return Selection(mode="mutation", parents=("gpt2",), reason="pinned by the test")
+
+    monkeypatch.setattr(evolution, "get_strategy", lambda name: Pinned())
+    events: list[dict] = []
+    run = RunConfig(budget=Budget(designs=1), baseline_repeats=1, **{**TINY, "rungs": ["lm-xs"]})
+    final = run_evolution(run_dir, run, designer=scripted_designer(), on_event=events.append)
+    (session,) = final["sessions"]
+    assert session["outcome"] == "implemented", session
+    archive = Archive.open(run_dir)
+    try:
+        record = archive.get_design(session["name"])
+        assert record.mode == "mutation" and record.parents == ["gpt2"]
+        assert [r["verdict"] for r in record.reviews] == ["revise", "accept"]
+        assert {"MHA", "ShortConv"} <= set(archive.load_tree_json(session["name"])["units"])
+        runs = {(v.design, v.rung) for v in archive.verifications()}
+        assert runs == {("gpt2", "cpu/lm-xs"), (session["name"], "cpu/lm-xs")}
+        costs = archive.cost_summary()
+    finally:
+        archive.close()
+    assert {"proposer", "reviewer", "planner", "coder", "observer"} <= set(costs)
+    assert all(costs[role]["prompt_tokens"] > 0 for role in ("proposer", "coder"))
+    display, printed = Display(run), []
+    for event in events:  # what `python cli.py run > log` prints
+        display(event)
+        printed.append(display.line(event))
+    printed = [line for line in printed if line]
+    assert any(f"{session['name']} @ cpu/lm-xs: ok" in line for line in printed), printed
+    assert "implemented=1" in printed[-1], printed[-1]
+
+
 def test_zero_budget_ends_after_the_baselines(run_dir):
     final = run_evolution(run_dir, RunConfig(budget=Budget(designs=0), baseline_repeats=1,
                                              **{**TINY, "rungs": ["lm-xs"]}))
