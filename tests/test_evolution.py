@@ -181,7 +181,7 @@ def test_short_run_with_scripted_llms(run_dir, monkeypatch):
         display(event)
         printed.append(display.line(event))
     printed = [line for line in printed if line]
-    assert any(f"{session['name']} @ cpu/lm-xs: ok" in line for line in printed), printed
+    assert any(f"{session['name']} @ lm-xs: ok" in line for line in printed), printed
     assert "implemented=1" in printed[-1], printed[-1]
 
 
