@@ -7,6 +7,10 @@ import os
 import sys
 from pathlib import Path
 
+if not sys.stdout.isatty():
+    # Output to a file or a pipe (a log, CI): rich would wrap tables at 80 columns; give them room.
+    os.environ.setdefault("COLUMNS", "200")
+
 import typer
 from rich.console import Console
 from rich.table import Table
