@@ -331,6 +331,7 @@ def promote(state: EvolutionState, config: RunnableConfig) -> dict:
     run_dir, run = _run(config)
     archive = nodes.archive_for(config)
     names = run.rung_names()
+    _emit_best(archive, run, names)
     for lower, upper in zip(names, names[1:]):
         standings = rung_standings(archive, run, lower)
         if len([s for s in standings if s.design not in run.baselines]) < run.promote_after:
@@ -355,6 +356,17 @@ def promote(state: EvolutionState, config: RunnableConfig) -> dict:
                 return {}
             verify_many([(d, upper, 0) for d in climbing[start:start + run.workers]], archive, run_dir, run)
     return {}
+
+
+def _emit_best(archive, run: RunConfig, names: list[str]) -> None:
+    """The best design so far, at the highest rung any design reached, for the display."""
+    for rung in reversed(names):
+        standings = [s for s in rung_standings(archive, run, rung) if s.design not in run.baselines]
+        if standings:
+            best = max(standings, key=lambda s: s.fitness)
+            _emit({"event": "best", "design": best.design, "rung": rung, "fitness": best.fitness,
+                   "noise": best.noise})
+            return
 
 
 def rung_standings(archive, run: RunConfig, rung: str) -> list[Standing]:

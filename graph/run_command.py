@@ -11,6 +11,7 @@ and the time and budget left. The run ends on its own when a budget is spent.
 
 from __future__ import annotations
 
+import errno
 import time
 import tomllib
 from pathlib import Path
@@ -39,6 +40,7 @@ class Display:
         self.activity: dict[str, str] = {}
         self.phase = "starting"
         self.last: list[str] = []
+        self.best = "none yet"
 
     def __call__(self, event: dict) -> None:
         kind = event.get("event")
@@ -69,6 +71,8 @@ class Display:
             self.activity.pop(event["thread"], None)
         elif kind == "stop":
             self.phase = "stopping: " + event["reason"]
+        elif kind == "best":
+            self.best = f"{event['design']} {event['fitness']:+.4f} ± {event['noise']:.4f} at {event['rung']}"
 
     def _log(self, line: str) -> None:
         self.last = (self.last + [line])[-6:]
@@ -76,7 +80,7 @@ class Display:
     def line(self, event: dict) -> str | None:
         """One plain line for a log file (no terminal): the events worth a line, with the counters."""
         kind = event.get("event")
-        if kind not in ("phase", "selected", "designed", "verified", "stop"):
+        if kind not in ("phase", "selected", "designed", "verified", "stop", "best"):
             return None
         if kind == "phase":
             what = f"phase: {event['phase']}"
@@ -84,6 +88,8 @@ class Display:
             what = f"{event['thread']}: {event['mode']} of {', '.join(event['parents']) or 'nothing'}"
         elif kind == "stop":
             what = f"stopping: {event['reason']}"
+        elif kind == "best":
+            what = f"best so far: {self.best}"
         else:
             what = self.last[-1] if self.last else kind
         counts = " ".join(f"{k}={v}" for k, v in self.counts.items() if v) or "-"
@@ -103,7 +109,8 @@ class Display:
             table.add_column(f"verified@{rung}", justify="right")
         table.add_row(*(str(self.counts[c]) for c in ("proposed", "implemented", "failed", "rejected", "duplicate")),
                       *(str(v) for v in self.verified.values()))
-        lines = [Text(f"  {who}: {what}") for who, what in list(self.activity.items())[-6:]]
+        best = Text(f"best so far (fitness over GPT-2 at the highest rung, ± noise): {self.best}")
+        lines = [best] + [Text(f"  {who}: {what}") for who, what in list(self.activity.items())[-6:]]
         recent = [Text(f"  {line}", style="dim") for line in self.last]
         return Group(head, table, *lines, *recent)
 
@@ -155,8 +162,7 @@ def run(
                 display(event)
                 live.update(display.render())
 
-            final = run_evolution(directory, config if resume is None else None, resume=resume is not None,
-                                  on_event=on_event)
+            final = _evolve(directory, config, resume is not None, on_event)
     else:  # a log file or a pipe: one line per event that matters, flushed as it happens
         def on_event(event: dict) -> None:
             display(event)
@@ -164,14 +170,30 @@ def run(
             if line:
                 print(line, flush=True)
 
-        final = run_evolution(directory, config if resume is None else None, resume=resume is not None,
-                              on_event=on_event)
+        final = _evolve(directory, config, resume is not None, on_event)
     console.print(f"run ended: {final.get('stop', 'interrupted')}; {len(final.get('sessions', []))} design "
                   f"sessions; run directory {directory}")
     from graph.report import leaderboard_table, write_report
 
     console.print(leaderboard_table(directory, config))
     console.print(f"report: {write_report(directory, config.ladder)}")
+
+
+def disk_full(exc: BaseException) -> bool:
+    return (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or "disk is full" in str(exc) \
+        or "No space left" in str(exc)
+
+
+def _evolve(directory: Path, config: RunConfig, resume: bool, on_event) -> dict:
+    """run_evolution, with a full disk turned into what to do about it."""
+    try:
+        return run_evolution(directory, None if resume else config, resume=resume, on_event=on_event)
+    except Exception as e:  # noqa: BLE001 - only a full disk is translated; anything else goes on up
+        if not disk_full(e):
+            raise
+        raise RunError(f"the disk holding {directory} is full ({type(e).__name__}: {str(e)[:200]}). Records "
+                       f"are written in transactions and every step is checkpointed: free some space, then "
+                       f"continue with `python cli.py run --resume {directory}`") from None
 
 
 def settings(config_file: Path | None, flags: dict, budgets: dict) -> RunConfig:

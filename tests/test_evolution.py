@@ -71,8 +71,10 @@ def test_one_symbolic_design_is_checked_verified_and_ranked(run_dir, monkeypatch
         archive.close()
     assert {r.design for r in board} == {"gpt2", session["name"]}
     kinds = [e["event"] for e in events]
-    for kind in ("phase", "selected", "design", "design_step", "designed", "verify", "verified", "stop"):
+    for kind in ("phase", "selected", "design", "design_step", "designed", "verify", "verified", "best", "stop"):
         assert kind in kinds, kind
+    best = [e for e in events if e["event"] == "best"][-1]
+    assert best["design"] == session["name"] and best["rung"] == "lm-xs" and best["noise"] > 0
     assert "climb to lm-s not started: time budget reached (the test's)" in [e.get("phase") for e in events]
 
 
@@ -198,6 +200,21 @@ def test_cli_run_rejects_contradictory_flags(tmp_path):
     result = CliRunner().invoke(cli.app, ["run", "--resume", str(tmp_path), "--budget-designs", "3"])
     assert result.exit_code == 2
     assert "--resume continues a run with its recorded settings" in result.output
+
+
+def test_a_full_disk_ends_the_run_with_what_to_do(tmp_path, monkeypatch):
+    import errno
+
+    import cli
+    from graph import run_command
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "archive.db"))
+
+    monkeypatch.setattr(run_command, "run_evolution", full)
+    result = CliRunner().invoke(cli.app, ["run", "--run-dir", str(tmp_path / "run"), "--budget-designs", "1"])
+    assert result.exit_code == 2
+    assert "is full" in result.output and f"--resume {tmp_path / 'run'}" in result.output
 
 
 def _cli_run(run_dir: Path, *args: str) -> subprocess.Popen:
