@@ -100,7 +100,8 @@ class UnitCode(BaseModel):
     unit: str = Field(description="the unit implemented; the code defines a GAUBase subclass of this name")
     code: str = Field(description="Python source of the unit: one GAUBase subclass named after the unit, plus helpers")
     new_children: list[ChildDecl] = Field(default_factory=list, description="children declared by this code")
-    args: dict = Field(default_factory=dict, description="default hyperparameters of the unit")
+    args: dict = Field(default_factory=dict, description="default hyperparameters of the unit; empty keeps the "
+                       "unit's current ones (a rewrite that drops one must accept and ignore it via **kwargs)")
     document: str = Field(default="", description="the unit's documentation (what it computes, shapes)")
     rationale: str = Field(default="", description="how the code follows the proposal, or what changed on a retry")
 
