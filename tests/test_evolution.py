@@ -79,6 +79,7 @@ def test_one_symbolic_design_is_checked_verified_and_ranked(run_dir, monkeypatch
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # ~8 min on a quiet machine: GPT-2 three times on each of two rungs, two sessions
 def test_short_symbolic_run_designs_verifies_and_climbs(run_dir):
     events: list[dict] = []
     run = RunConfig(budget=Budget(designs=2), **TINY)
@@ -146,6 +147,7 @@ def test_run_settings_are_checked_and_kept(run_dir, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_short_run_with_scripted_llms(run_dir, monkeypatch):
     """The same loop with an LLM designer: LangChain chat models replaying the tests/transcripts session
     (tool calls, a proposal sent back then accepted, a causality failure fixed), checked, verified, ranked,
@@ -224,6 +226,7 @@ def _cli_run(run_dir: Path, *args: str) -> subprocess.Popen:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(5400)  # two whole runs, the second killed and resumed again and again
 def test_kill_9_at_random_points_then_resume_ends_with_the_same_archive(tmp_path):
     """An uninterrupted run and one killed -9 again and again, each time resumed, leave the same archive."""
     config = tmp_path / "run.toml"
