@@ -170,7 +170,7 @@ def test_short_run_with_scripted_llms(run_dir, monkeypatch):
     archive = Archive.open(run_dir)
     try:
         record = archive.get_design(session["name"])
-        assert record.mode == "mutation" and record.parents == ["gpt2"]
+        assert record.mode == "mutation" and list(record.parents) == ["gpt2"]
         assert [r["verdict"] for r in record.reviews] == ["revise", "accept"]
         assert {"MHA", "ShortConv"} <= set(archive.load_tree_json(session["name"])["units"])
         runs = {(v.design, v.rung) for v in archive.verifications()}
