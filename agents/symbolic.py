@@ -377,7 +377,7 @@ class SymbolicDesigner:
             return 1, f"The design does not build at d_model {MEASURE_SIZE[0]}: {replies[0].get('error')}."
         if not replies[1].get("ok"):
             return 3, f"The reference {reference.name} could not be measured: {replies[1].get('error')}."
-        gpt2_size = (replies[2] if len(replies) > 2 else replies[1])
+        gpt2_size = replies[2] if len(replies) > 2 else replies[1]
         return _feasibility({"child": replies[0]["sizes"][0], "reference": replies[1]["sizes"][0],
                              "reference_name": reference.name,
                              "gpt2": gpt2_size["sizes"][0] if gpt2_size.get("ok") else None})

@@ -342,20 +342,24 @@ def promote(state: EvolutionState, config: RunnableConfig) -> dict:
         climbing = [d for d in decision.promoted if d not in there]
         if not climbing:
             continue
-        # Climbs are new work: none starts once the run's time, dollar or CPU budget is spent (a resumed
-        # run with a larger budget takes them up); work already started finishes.
-        if reason := over_budget(spent(state, config), run.budget, count_designs=False):
-            _emit({"event": "phase", "phase": f"climb to {upper} not started: {reason}"})
+        if _climb_refused(state, config, run, f"climb to {upper}"):
             return {}
         _emit({"event": "phase", "phase": f"{len(climbing)} design(s) climb to {upper}"})
         verify_many(baseline_jobs(run, upper), archive, run_dir, run)
         for start in range(0, len(climbing), run.workers):
-            if start and (reason := over_budget(spent(state, config), run.budget, count_designs=False)):
-                _emit({"event": "phase", "phase": f"{len(climbing) - start} climb(s) to {upper} not started: "
-                                                  f"{reason}"})
+            if start and _climb_refused(state, config, run, f"{len(climbing) - start} climb(s) to {upper}"):
                 return {}
             verify_many([(d, upper, 0) for d in climbing[start:start + run.workers]], archive, run_dir, run)
     return {}
+
+
+def _climb_refused(state: EvolutionState, config: RunnableConfig, run: RunConfig, what: str) -> bool:
+    """Climbs are new work: none starts once the run's time, dollar or CPU budget is spent (a resumed
+    run with a larger budget takes them up); work already started finishes. Says so when refused."""
+    reason = over_budget(spent(state, config), run.budget, count_designs=False)
+    if reason:
+        _emit({"event": "phase", "phase": f"{what} not started: {reason}"})
+    return reason is not None
 
 
 def _emit_best(archive, run: RunConfig, names: list[str]) -> None:

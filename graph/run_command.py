@@ -11,6 +11,7 @@ and the time and budget left. The run ends on its own when a budget is spent.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import time
 import tomllib
@@ -156,20 +157,18 @@ def run(
         directory = run_dir or run_dir_default()
         config = settings(config_file, flags, budgets)
     display = Display(config)
-    if console.is_terminal:
-        with Live(display.render(), console=console, refresh_per_second=2, transient=False) as live:
-            def on_event(event: dict) -> None:
-                display(event)
-                live.update(display.render())
+    # On a terminal a live panel; to a log file or a pipe, one line per event that matters, flushed.
+    live = Live(display.render(), console=console, refresh_per_second=2, transient=False) \
+        if console.is_terminal else None
 
-            final = _evolve(directory, config, resume is not None, on_event)
-    else:  # a log file or a pipe: one line per event that matters, flushed as it happens
-        def on_event(event: dict) -> None:
-            display(event)
-            line = display.line(event)
-            if line:
-                print(line, flush=True)
+    def on_event(event: dict) -> None:
+        display(event)
+        if live is not None:
+            live.update(display.render())
+        elif line := display.line(event):
+            print(line, flush=True)
 
+    with live if live is not None else contextlib.nullcontext():
         final = _evolve(directory, config, resume is not None, on_event)
     console.print(f"run ended: {final.get('stop', 'interrupted')}; {len(final.get('sessions', []))} design "
                   f"sessions; run directory {directory}")
