@@ -92,17 +92,21 @@ def _lm_data(rung: Rung, cache_dir: Path | None):
 
 def verify_design(tree: UnitTree, ladder: str, rung_name: str, run_dir: str | os.PathLike, *, seed: int = 0,
                   scale: float = 1.0, check: bool = True, archive=None, cache_dir: Path | None = None,
-                  progress=None, threads: int = 2, corpus: str | None = None) -> RungResult:
+                  progress=None, threads: int = 2, corpus: str | None = None,
+                  tokenizer: str | None = None) -> RungResult:
     """Verify one design on one rung; records the result in `archive` when given.
 
     `threads`: torch threads of the training job (several jobs at once share the cores).
-    `corpus`: train language-modeling rungs on this corpus instead of the rung's own.
+    `corpus`, `tokenizer`: train language-modeling rungs on this corpus, with this
+    tokenizer, instead of the rung's own (a machine that cannot reach the rung's data).
     """
     rung = get_rung(ladder, rung_name)
     if scale != 1.0:
         rung = scaled(rung, scale)
     if corpus and rung.kind == "lm":
         rung = replace(rung, corpus=corpus)
+    if tokenizer and rung.kind == "lm":
+        rung = replace(rung, tokenizer=tokenizer)
     started = time.monotonic()
     out_dir = Path(run_dir) / "verify" / tree.name / f"{ladder}-{rung.name}" / f"seed{seed}"
     if check:
