@@ -158,6 +158,17 @@ def test_working_directory_is_writable_private_and_removed():
     assert not Path("/tmp/other.txt").exists()
 
 
+def test_a_job_can_ask_who_it_is_and_where_home_is():
+    """The job's uid has no passwd entry; torch on a CUDA machine calls getpass.getuser() while
+    building a model, which raised KeyError('getpwuid(): uid not found') there."""
+    code = ("import getpass, os\ndef main():\n    home = os.path.expanduser('~')\n"
+            "    open(os.path.join(home, 'cache.txt'), 'w').write('x')\n    return getpass.getuser(), home\n")
+    result = run(code)
+    assert result.ok, result.summary()
+    user, home = result.payload["value"]
+    assert user == "genesys-sandbox" and home == "/tmp/work"
+
+
 def test_output_dir_is_the_only_persistent_place(tmp_path):
     out = tmp_path / "out"
     result = run("def main():\n    open('/tmp/out/result.txt', 'w').write('kept')\n", output_dir=out)

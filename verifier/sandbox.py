@@ -33,6 +33,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from verifier.jail import WORKDIR
+
 STATUSES = ("ok", "exception", "timeout", "out_of_memory", "killed", "crashed", "nonfinite")
 SECRET = re.compile(
     r"(API_KEY|APIKEY|_TOKEN|TOKEN_|_SECRET|SECRET_|PASSWORD|PASSWD|CREDENTIAL|_AUTH|PRIVATE_KEY|SESSION_KEY)"
@@ -139,6 +141,11 @@ def clean_env(threads: int = 2, extra: dict | None = None) -> dict:
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
+        # The job's uid has no passwd entry: libraries that ask who they are (getpass.getuser,
+        # expanduser for cache folders; torch does both on CUDA machines) read these instead.
+        "USER": "genesys-sandbox",
+        "LOGNAME": "genesys-sandbox",
+        "HOME": WORKDIR,
     })
     env.update({k: v for k, v in (extra or {}).items() if not SECRET.search(k)})
     return env
