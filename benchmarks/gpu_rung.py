@@ -15,7 +15,8 @@ the same GPU (the practical peak) and reports the model FLOP/s as a share of tha
 The rung's corpus (fineweb-edu) is out of reach on a machine with no network, so
 `--corpus` defaults to the Python standard library of the interpreter (the CPU ladder's
 corpus); the tokenizer stays the rung's own (BPE with a 32,768 vocabulary, here trained on
-that corpus). The rung's lm-eval benchmarks need their datasets and are not run.
+that corpus). The rung's lm-eval benchmarks need their datasets from the Hub: `--tasks`
+defaults to none (`--tasks rung` runs the rung's own, `--tasks a,b` others).
 
 `--time-budget S` fits the run into S seconds: a short probe of each design (a few
 optimizer steps) measures its tokens/s, then every design trains the same fraction of
@@ -106,7 +107,7 @@ def run(design: str, args, scale: float, seed: int, run_dir: Path, started: floa
     try:
         return verify_design(load_seed(design), args.ladder, args.rung, run_dir, seed=seed, scale=scale, check=False,
                              cache_dir=run_dir / "cache", progress=progress, threads=args.threads,
-                             corpus=args.corpus, tokenizer=args.tokenizer)
+                             corpus=args.corpus, tokenizer=args.tokenizer, tasks=args.task_list)
     finally:
         watcher.close()
 
@@ -118,12 +119,14 @@ def main() -> None:
     ap.add_argument("--designs", default="gpt2,mamba2", help="comma-separated seed names")
     ap.add_argument("--corpus", default="stdlib")
     ap.add_argument("--tokenizer", default=None, help="default: the rung's own")
+    ap.add_argument("--tasks", default="", help="lm-eval tasks after training: none (default), 'rung', or a,b")
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the rung's tokens (ignored with --time-budget)")
     ap.add_argument("--time-budget", type=float, default=None, help="seconds for the whole run")
     ap.add_argument("--threads", type=int, default=8, help="CPU threads of each training job")
     ap.add_argument("--run-dir", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=None, help="folder for gpu_rung.json and gpu_rung.md")
     args = ap.parse_args()
+    args.task_list = None if args.tasks == "rung" else tuple(t for t in args.tasks.split(",") if t.strip())
     started = time.monotonic()
     if not torch.cuda.is_available():
         sys.exit("gpu_rung.py needs a CUDA GPU (torch.cuda.is_available() is False)")

@@ -1,11 +1,14 @@
 """Verifying designs on rungs: the pipeline end to end at tiny scale, in the sandbox."""
 
+from dataclasses import replace
+
 import pytest
 
 import hostile
 from designs.catalog import open_archive
 from designs.seeds import load_seed
 from verifier.calibrate import calibrate
+from verifier import evaluate, ladder
 from verifier.ladder import LadderError, get_rung
 from verifier.verify import verify_design
 
@@ -22,6 +25,40 @@ def test_lm_rung_trains_in_the_sandbox_and_is_recorded(tmp_path):
         assert stored[0].corpus_fp and stored[0].tokenizer_fp and stored[0].config["rung"]["name"] == "lm-xs"
     out = tmp_path / "run" / "verify" / "gpt2" / "cpu-lm-xs" / "seed0"
     assert (out / "final" / "model.safetensors").exists() and (out / "design.py").exists()
+
+
+def _rung_with_tasks(monkeypatch, tasks: tuple[str, ...]) -> None:
+    """A "bench" ladder: lm-xs with lm-eval tasks on top (the gpu ladder's shape, at CPU size)."""
+    rung = replace(get_rung("cpu", "lm-xs"), name="lm-xs-eval", eval_suite=tasks, eval_limit=12)
+    monkeypatch.setitem(ladder.LADDERS, "bench", (rung,))
+
+
+def test_a_rung_with_lm_eval_tasks_scores_the_trained_design_in_the_sandbox(tmp_path, monkeypatch):
+    _rung_with_tasks(monkeypatch, ("genesys_continuation",))
+
+    def no_design_code_here(*args, **kwargs):
+        raise AssertionError("the design's code ran in the caller's process")
+
+    monkeypatch.setattr(evaluate, "load_checkpoint", no_design_code_here)
+    phases = []
+    result = verify_design(load_seed("gpt2"), "bench", "lm-xs-eval", tmp_path, scale=0.005, check=False,
+                           progress=lambda p: phases.append(p["phase"]))
+    assert result.ok, result.error
+    assert "lm_eval_error" not in result.metrics, result.metrics["lm_eval_error"]
+    scores = result.metrics["lm_eval"]["genesys_continuation"]
+    assert scores["samples"] == 12 and 0.0 <= scores["acc"] <= 1.0 and "acc_stderr" in scores
+    assert phases.index("lm_eval_data") < phases.index("train") < phases.index("lm_eval")
+    final = tmp_path / "verify" / "gpt2" / "bench-lm-xs-eval" / "seed0" / "final"
+    assert {"design.py", "config.json", "model.safetensors"} <= {p.name for p in final.iterdir()}
+
+
+def test_a_rung_whose_benchmarks_cannot_be_reached_fails_before_training(tmp_path, monkeypatch):
+    _rung_with_tasks(monkeypatch, ("rte",))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    result = verify_design(load_seed("gpt2"), "bench", "lm-xs-eval", tmp_path, scale=0.005, check=False)
+    assert result.status == "failed"
+    assert result.error.startswith("rung lm-xs-eval's lm-eval tasks: task rte needs dataset nyu-mll/glue")
+    assert not (tmp_path / "verify" / "gpt2" / "bench-lm-xs-eval" / "seed0" / "train_log.jsonl").exists()
 
 
 def test_synthetic_rung_scores_every_task(tmp_path):

@@ -9,6 +9,7 @@ dict, the result's payload. Raising is fine: the sandbox turns exceptions into a
 - "measure": parameter counts, sizing and FLOPs of unit trees (designs.measure jobs).
 - "check": the functional checker (verifier.functional) on the design source.
 - "synthetic": the synthetic rung (verifier.synthetic_eval): each task trained and scored.
+- "lm_eval": a trained checkpoint's lm-eval scoring or decoding (verifier.lmeval.model.sandbox_entry).
 - "train": the trainer (verifier.train) on the design source: checkpoints and weights to the output dir.
 """
 
@@ -66,7 +67,17 @@ def train(request: dict) -> dict:
     return run_entry(request["source"], request.get("name", "design"), request.get("args", {}))
 
 
-ENTRIES = {"exec": exec_source, "measure": measure, "check": check, "synthetic": synthetic, "train": train}
+def lm_eval(request: dict) -> dict:
+    """args = {"checkpoint": folder, "mode": "score" | "generate", "work": [...], "device", "batch_size",
+    "max_length", "dtype"}; see verifier.lmeval.model.SandboxedGenesysLM."""
+    _threads()
+    from verifier.lmeval.model import sandbox_entry
+
+    return sandbox_entry(request["args"])
+
+
+ENTRIES = {"exec": exec_source, "measure": measure, "check": check, "synthetic": synthetic, "train": train,
+           "lm_eval": lm_eval}
 
 
 def run(request: dict) -> dict:

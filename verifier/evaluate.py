@@ -40,11 +40,13 @@ from torch.nn import functional as F
 
 __all__ = [
     "EvaluationError",
+    "complete_checkpoint",
     "LMEVAL_TASKS_DIR",
     "OFFLINE_TASKS",
     "PAPER_TASKS",
     "PAPER_TASK_DATASETS",
     "load_checkpoint",
+    "prepare_tasks",
     "run_lm_eval",
     "save_checkpoint",
     "synthetic_accuracy",
@@ -200,6 +202,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide it from sandbox jobs, which run under their own uid
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -237,11 +240,30 @@ def save_checkpoint(model: torch.nn.Module, source: str, config: dict, path, tok
     os.close(fd)
     try:
         save_model(model, tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path / "model.safetensors")
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _atomic_write(path / "config.json", (json.dumps(config, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+    return path
+
+
+def complete_checkpoint(path, source: str, tokenizer=None, **config) -> Path:
+    """Make a trainer's ``final`` folder (weights + config.json) a checkpoint that evaluation
+    and export read on their own: the design's source as ``design.py``, the tokenizer's spec
+    and fingerprint (and ``tokenizer.json`` for a trained one) and ``config`` merged into
+    ``config.json``."""
+    path = Path(path)
+    info = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    info.update(config)
+    if tokenizer is not None:
+        info["tokenizer"] = tokenizer.name
+        info["tokenizer_fingerprint"] = tokenizer.fingerprint
+        if hasattr(tokenizer, "save"):
+            tokenizer.save(path / "tokenizer.json")
+    _atomic_write(path / "design.py", source.encode("utf-8"))
+    _atomic_write(path / "config.json", (json.dumps(info, indent=1, sort_keys=True) + "\n").encode("utf-8"))
     return path
 
 
@@ -445,6 +467,20 @@ def _compact(results: dict) -> dict[str, dict[str, float]]:
     return out
 
 
+def prepare_tasks(tasks: Sequence[str], include_path: Iterable[str | Path] = (), hub_timeout: float = 3.0) -> dict:
+    """Build every task once, here, so that its dataset is downloaded into the Hugging Face
+    cache (or found there) before anything is trained; an unreachable dataset raises
+    ``EvaluationError`` naming the task and the dataset. Returns ``{"offline": bool,
+    "seconds": float}``. The ladder calls it before training a rung that has lm-eval tasks."""
+    tasks = [t for t in (tasks if not isinstance(tasks, str) else [tasks])]
+    needs_hub = any(t not in OFFLINE_TASKS and not t.endswith(".yaml") for t in tasks)
+    offline = _hub_offline() or (needs_hub and not hub_reachable(hub_timeout))
+    start = time.perf_counter()
+    with _offline_mode() if offline else _nullcontext():
+        _load_tasks(_task_manager(tasks, include_path), tasks, offline)
+    return {"offline": offline, "seconds": time.perf_counter() - start}
+
+
 def run_lm_eval(
     checkpoint_dir,
     tasks: Sequence[str] = ("genesys_continuation",),
@@ -457,6 +493,7 @@ def run_lm_eval(
     hub_timeout: float = 3.0,
     raw: bool = False,
     model_args: dict | None = None,
+    sandbox=None,
 ) -> dict:
     """Evaluate a checkpoint with ``lm_eval.simple_evaluate`` (model ``genesys``).
 
@@ -466,7 +503,10 @@ def run_lm_eval(
     names without lm-eval's ",none" filter suffix), plus ``"_meta"`` (seconds,
     limit, lm-eval version, whether the Hub was treated as offline); or
     lm-eval's full result dict with ``raw=True``. ``model_args``: more arguments
-    of the genesys model (``max_length``, ``dtype``, ``max_gen_toks``).
+    of the genesys model (``max_length``, ``dtype``, ``max_gen_toks``). ``sandbox``
+    (a ``verifier.sandbox.Limits``, or True for the defaults): run the design's code
+    only in the sandbox (``SandboxedGenesysLM``); the checkpoint must then be
+    complete (its ``design.py`` and, for a trained tokenizer, ``tokenizer.json``).
 
     When the Hub is unreachable (offline mode set, or no connection within
     ``hub_timeout`` seconds) datasets load from the local cache only; a task whose
@@ -490,9 +530,16 @@ def run_lm_eval(
     with _offline_mode() if offline else _nullcontext():
         task_manager = _task_manager(tasks, include_path)
         built = _load_tasks(task_manager, tasks, offline)
+        if sandbox is not None:
+            from verifier.lmeval.model import SandboxedGenesysLM
+
+            model = SandboxedGenesysLM(str(checkpoint_dir), limits=None if sandbox is True else sandbox,
+                                       device=device or "cpu", batch_size=batch_size, **(model_args or {}))
+        else:
+            model = "genesys"
         results = lm_eval.simple_evaluate(
-            model="genesys",
-            model_args={**(model_args or {}), "checkpoint": str(checkpoint_dir)},
+            model=model,
+            model_args={**(model_args or {}), "checkpoint": str(checkpoint_dir)} if sandbox is None else None,
             tasks=built,
             limit=limit,
             batch_size=batch_size,

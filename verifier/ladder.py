@@ -12,8 +12,9 @@ Presets:
   model, about a minute or two per design), `lm-xs` (about 0.5M parameters on the
   embedded corpus, a few minutes), `lm-s` (about 3M, under 20 minutes), all on 2 cores.
 - `gpu`: the paper's 14M, 31M, 70M, 125M and 350M rungs with budgets 256/64/16/4/1
-  and tokens = params x 50/40/30/20/20 at context 2048, scored on the paper's nine
-  benchmarks through lm-eval plus validation loss.
+  and tokens = params x 50/40/30/20/20 at context 2048, scored by validation loss (the
+  fitness) and on the paper's nine benchmarks through lm-eval (recorded beside it: at
+  these scales they sit near chance).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Rung:
     batch: int  # global batch, sequences
     lr: float
     eval_suite: tuple[str, ...] = ()  # synthetic task names, or lm-eval tasks on top of validation loss
+    eval_limit: int | None = None  # lm-eval examples per task (None: all of them)
     budget: int | None = None  # designs verified at this rung; None: no limit
     promote_fraction: float = 0.5  # top fraction of this rung that may climb to the next
     corpus: str = "stdlib"

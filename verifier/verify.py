@@ -7,7 +7,10 @@ the rung's parameter target (`fit_config`, in the sandbox), the rung's corpus is
 tokenized once into cached shards, and the trainer (verifier.train, sandbox entry
 "train") trains it with the rung's settings, writing checkpoints into the run
 directory so that a killed verification resumes where it stopped; validation loss and
-bits per byte are measured on the corpus's held-out files. On the `synthetic` rung each
+bits per byte are measured on the corpus's held-out files, and the rung's lm-eval tasks
+(the gpu ladder's: the paper's nine benchmarks) are run on the trained weights with the
+design's code in the sandbox (their data is loaded before training: a benchmark that
+cannot be had fails the verification before any compute is spent). On the `synthetic` rung each
 task of the suite is trained and scored (sandbox entry "synthetic"). The result goes
 to the archive with the corpus and tokenizer fingerprints, the config and the hardware.
 """
@@ -93,12 +96,15 @@ def _lm_data(rung: Rung, cache_dir: Path | None):
 def verify_design(tree: UnitTree, ladder: str, rung_name: str, run_dir: str | os.PathLike, *, seed: int = 0,
                   scale: float = 1.0, check: bool = True, archive=None, cache_dir: Path | None = None,
                   progress=None, threads: int = 2, corpus: str | None = None,
-                  tokenizer: str | None = None) -> RungResult:
+                  tokenizer: str | None = None, tasks: tuple[str, ...] | None = None) -> RungResult:
     """Verify one design on one rung; records the result in `archive` when given.
 
     `threads`: torch threads of the training job (several jobs at once share the cores).
     `corpus`, `tokenizer`: train language-modeling rungs on this corpus, with this
-    tokenizer, instead of the rung's own (a machine that cannot reach the rung's data).
+    tokenizer, instead of the rung's own (a machine that cannot reach the rung's data);
+    `tasks`: these lm-eval tasks after training instead of the rung's own (() for none).
+    A rung with lm-eval tasks loads their data before training; what cannot be had
+    fails the verification at once.
     """
     rung = get_rung(ladder, rung_name)
     if scale != 1.0:
@@ -107,6 +113,8 @@ def verify_design(tree: UnitTree, ladder: str, rung_name: str, run_dir: str | os
         rung = replace(rung, corpus=corpus)
     if tokenizer and rung.kind == "lm":
         rung = replace(rung, tokenizer=tokenizer)
+    if tasks is not None and rung.kind == "lm":
+        rung = replace(rung, eval_suite=tuple(tasks))
     started = time.monotonic()
     out_dir = Path(run_dir) / "verify" / tree.name / f"{ladder}-{rung.name}" / f"seed{seed}"
     if check:
@@ -165,6 +173,16 @@ def _lm(tree, source, rung, seed, out_dir, cache_dir, progress, threads):
     if progress:
         progress({"phase": "data", "design": tree.name, "corpus": rung.corpus})
     corpus, tokenizer, train, valid = _lm_data(rung, cache_dir)
+    if rung.eval_suite:  # before any training: a benchmark whose data cannot be had fails now, not after
+        from verifier.evaluate import EvaluationError, prepare_tasks
+
+        if progress:
+            progress({"phase": "lm_eval_data", "design": tree.name, "tasks": list(rung.eval_suite)})
+        try:
+            prepare_tasks(rung.eval_suite)
+        except EvaluationError as e:
+            return (RungResult(tree.name, rung.name, seed, "failed", {}, f"rung {rung.name}'s lm-eval tasks: {e}"),
+                    corpus.fingerprint("train"), tokenizer.fingerprint)
     size = _size(tree, rung.target_params, tokenizer.vocab_size)
     config = TrainConfig(d_model=size["d_model"], n_block=size["n_block"], vocab_size=tokenizer.vocab_size,
                          seq_len=rung.context, batch_size=rung.batch, micro_batch_size=rung.micro_batch,
@@ -197,7 +215,31 @@ def _lm(tree, source, rung, seed, out_dir, cache_dir, progress, threads):
     if r["status"] != "completed" or bpb is None:
         return RungResult(tree.name, rung.name, seed, "failed", metrics, r.get("reason") or "no validation loss",
                           config=identity), corpus_fp, tokenizer_fp
+    if rung.eval_suite:
+        metrics.update(_benchmarks(tree, source, rung, out_dir, tokenizer, _train_limits(rung, size, threads),
+                                   progress))
     return RungResult(tree.name, rung.name, seed, "ok", metrics, config=identity), corpus_fp, tokenizer_fp
+
+
+def _benchmarks(tree, source, rung, out_dir, tokenizer, limits, progress) -> dict:
+    """The rung's lm-eval tasks on the trained weights, the design's code in the sandbox only.
+
+    A failure here leaves the verification ok (its validation loss stands) with the reason
+    under "lm_eval_error"."""
+    import torch
+
+    from verifier.evaluate import EvaluationError, complete_checkpoint, run_lm_eval
+
+    if progress:
+        progress({"phase": "lm_eval", "design": tree.name, "tasks": list(rung.eval_suite)})
+    try:
+        final = complete_checkpoint(out_dir / "final", source, tokenizer, corpus=rung.corpus)
+        results = run_lm_eval(final, list(rung.eval_suite), limit=rung.eval_limit, batch_size=16,
+                              device="cuda" if torch.cuda.is_available() else "cpu", sandbox=limits)
+    except (EvaluationError, OSError, ValueError) as e:
+        return {"lm_eval_error": str(e)}
+    meta = results.pop("_meta", {})
+    return {"lm_eval": results, "lm_eval_seconds": round(meta.get("seconds", 0.0), 1)}
 
 
 def _json_safe(value):

@@ -23,6 +23,12 @@ Scoring batches windows of similar length, padded on the right with end-of-text:
 designs are causal (the checker verifies it), so padding after a position cannot
 change its logits.
 
+``SandboxedGenesysLM`` is the same model for a checkpoint of untrusted design code:
+this process tokenizes and lm-eval builds the requests here, while every forward pass
+runs in one sandbox job per request kind (``verifier.sandbox``, entry ``lm_eval``),
+so the design's code never runs in the caller's process. The ladder evaluates
+trained designs this way (``verifier.verify``).
+
 Importing this module registers the model. lm-eval 0.4.13 discovers no
 third-party models (no entry points), so its ``lm_eval`` command knows ``genesys``
 only when the task is given as the path of our YAML (whose data module imports
@@ -265,3 +271,89 @@ class GenesysLM(TemplateLM):
             results.append(text)
             self.cache_hook.add_partial("generate_until", (context, request.args[1]), text)
         return results
+
+
+class SandboxedGenesysLM(GenesysLM):
+    """``GenesysLM`` whose model runs in the sandbox: no design code in this process.
+
+    ``checkpoint``: a complete checkpoint folder (``design.py``, ``model.safetensors``,
+    ``config.json``, and ``tokenizer.json`` for a trained tokenizer). Its tokenizer is
+    loaded here (data, not code); each ``_score`` or ``generate_until`` call sends all
+    of its requests to one sandbox job that loads the checkpoint there and runs
+    ``GenesysLM``'s own scoring or decoding. ``limits``: the job's ``Limits``.
+    """
+
+    def __init__(self, checkpoint: str, limits=None, device: str | None = "cpu",
+                 batch_size: int | str | None = DEFAULT_BATCH_SIZE, max_batch_size: int | None = None,
+                 max_length: int | None = None, max_gen_toks: int = DEFAULT_MAX_GEN_TOKS, dtype: str | None = None,
+                 **unused) -> None:
+        TemplateLM.__init__(self)
+        if unused:
+            log.warning("genesys: ignoring model arguments %s", ", ".join(sorted(unused)))
+        import json
+
+        from verifier.evaluate import CHECKPOINT_FILES, EvaluationError, _checkpoint_tokenizer
+
+        path = Path(checkpoint)
+        missing = [f for f in CHECKPOINT_FILES if not (path / f).is_file()]
+        if missing:
+            raise EvaluationError(f"{path} is not a checkpoint: missing {', '.join(missing)}")
+        self.checkpoint, self.limits = str(path), limits
+        self.config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        self.tok = _checkpoint_tokenizer(path, self.config)
+        self.model = None
+        self._device_name = str(device or "cpu")
+        self.dtype = dtype
+        self._max_length = int(max_length or self.config.get("seq_len") or DEFAULT_MAX_LENGTH)
+        if self._max_length < 2:
+            raise ValueError(f"genesys: max_length must be >= 2, got {self._max_length}")
+        self.batch_size = _batch_size(batch_size, max_batch_size)
+        self.max_gen_toks = int(max_gen_toks)
+
+    def get_model_info(self) -> dict:
+        return {"genesys_checkpoint": self.checkpoint, "genesys_max_length": self.max_length,
+                "genesys_tokenizer": self.tok.name, "genesys_design": self.config.get("name"),
+                "genesys_sandboxed": True}
+
+    def _job(self, mode: str, work: list) -> list:
+        from verifier.evaluate import EvaluationError
+        from verifier.sandbox import run_job
+
+        source = (Path(self.checkpoint) / "design.py").read_text(encoding="utf-8")
+        args = {"checkpoint": self.checkpoint, "mode": mode, "work": work, "device": self._device_name,
+                "batch_size": self.batch_size, "max_length": self.max_length, "dtype": self.dtype}
+        result = run_job("lm_eval", source, name=str(self.config.get("name", "design")), args=args,
+                         limits=self.limits, read_paths=[self.checkpoint])
+        if not result.ok:
+            raise EvaluationError(f"design {self.config.get('name')}: lm-eval {mode} in the sandbox failed: "
+                                  f"{result.status}: {result.error}")
+        return result.payload["results"]
+
+    def _score(self, items: list[tuple[list[int], int]], disable_tqdm: bool = True) -> list[tuple[float, bool]]:
+        if not items:
+            return []
+        return [(float(lp), bool(g)) for lp, g in self._job("score", [[list(t), n] for t, n in items])]
+
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        work = []
+        for request in requests:
+            context, gen_kwargs = request.args
+            gen_kwargs = dict(gen_kwargs or {})
+            until = gen_kwargs.pop("until", None) or []
+            work.append([context, [until] if isinstance(until, str) else list(until),
+                         int(gen_kwargs.pop("max_gen_toks", self.max_gen_toks))])
+        results = self._job("generate", work) if work else []
+        for request, text in zip(requests, results):
+            self.cache_hook.add_partial("generate_until", (request.args[0], request.args[1]), text)
+        return results
+
+
+def sandbox_entry(args: dict) -> dict:
+    """Inside the sandbox: load the checkpoint and score or decode what the caller sent."""
+    lm = GenesysLM(checkpoint=args["checkpoint"], device=args.get("device") or "cpu",
+                   batch_size=args.get("batch_size"), max_length=args.get("max_length"), dtype=args.get("dtype"))
+    if args["mode"] == "score":
+        return {"results": [list(r) for r in lm._score([(t, n) for t, n in args["work"]])]}
+    if args["mode"] == "generate":
+        return {"results": [lm._greedy(context, until, n) for context, until, n in args["work"]]}
+    raise ValueError(f"unknown lm_eval mode {args['mode']!r}")
