@@ -39,13 +39,38 @@ class Flops:
     train_per_token: float  # forward + backward
 
 
+def _cpu_attention_formulas() -> dict:
+    """FlopCounterMode has formulas for the CUDA kernels of F.scaled_dot_product_attention
+    but none for the CPU one, whose FLOPs it would leave out (all of attention's T^2 work):
+    count the CPU kernel and its backward with the same formulas."""
+    from torch.utils import flop_counter
+
+    def forward(query, key, value, *args, out_shape=None, **kwargs) -> int:  # shapes, as FlopCounterMode passes
+        return flop_counter.sdpa_flop_count(query, key, value)
+
+    def backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return flop_counter.sdpa_backward_flop_count(grad_out, query, key, value)
+
+    aten = torch.ops.aten
+    formulas = {}
+    for op, formula in (("_scaled_dot_product_flash_attention_for_cpu", forward),
+                        ("_scaled_dot_product_flash_attention_for_cpu_backward", backward)):
+        if hasattr(aten, op):
+            formulas[getattr(aten, op)] = formula
+    return formulas
+
+
 def measure_flops(model: torch.nn.Module, seq_len: int = 256, vocab_size: int = 256) -> Flops:
-    """FLOPs per token counted by torch's FlopCounterMode on one sequence (not estimated)."""
+    """FLOPs per token counted by torch's FlopCounterMode on one sequence (not estimated).
+
+    Attention through F.scaled_dot_product_attention counts as full (non-causal) T x T
+    score and value products on every device, as torch counts its CUDA kernels."""
     tokens = torch.randint(0, vocab_size, (1, seq_len + 1), device=next(model.parameters()).device)
-    with FlopCounterMode(display=False) as counter:
+    formulas = _cpu_attention_formulas()
+    with FlopCounterMode(display=False, custom_mapping=formulas) as counter:
         loss = model.loss(tokens)
     forward = counter.get_total_flops()
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False, custom_mapping=formulas) as counter:
         loss.backward()
     backward = counter.get_total_flops()
     model.zero_grad(set_to_none=True)

@@ -75,6 +75,16 @@ def test_flops_are_measured():
     assert flops.train_per_token == pytest.approx(3 * flops.forward_per_token, rel=0.1)
 
 
+def test_attention_flops_are_counted_on_cpu_too():
+    """torch counts F.scaled_dot_product_attention's CUDA kernels but not its CPU one: the T x T
+    work must show here as on a GPU (forward 4 T d per block, backward 10 T d: 14 T d a token)."""
+    d, blocks = 64, 2
+    model = composed_lm(load_seed("gpt2"), d_model=d, n_block=blocks)
+    short, long = measure_flops(model, seq_len=64), measure_flops(model, seq_len=256)
+    assert long.forward_per_token - short.forward_per_token == 4 * d * blocks * (256 - 64)
+    assert long.train_per_token - short.train_per_token == 14 * d * blocks * (256 - 64)
+
+
 def test_meta_device_builds_without_memory():
     module = load_design_module(load_seed("gpt2"))
     model = module.build_model(d_model=2048, n_block=24, device="meta")
