@@ -88,6 +88,9 @@ class LogWatcher:
                 e = json.loads(seen)
             except json.JSONDecodeError:
                 continue
+            if e.get("event"):
+                print(f"{stamp(self.started)}   {e['event']} at step {e.get('step')}", flush=True)
+                continue
             mfu = f", MFU {e['mfu']:.1%}" if e.get("mfu") else ""
             print(f"{stamp(self.started)}   step {e['step']}/{e['total_steps']}, loss {e['loss']:.3f}, "
                   f"{e['tokens_per_s'] or 0:,.0f} tok/s{mfu}", flush=True)
@@ -140,7 +143,7 @@ def main() -> None:
           f"{(nominal or 0) / 1e12:.0f} TFLOP/s. Rung {args.ladder}/{rung.name}: {rung.target_params:,} params, "
           f"{rung.tokens:,} tokens, context {rung.context}, batch {rung.batch}, lr {rung.lr}", flush=True)
 
-    scale, probes = args.scale, {}
+    scale, probes, overhead = args.scale, {}, 0.0
     if args.time_budget:
         probe_scale = PROBE_STEPS * rung.batch * rung.context / rung.tokens
         for name in designs:
@@ -148,13 +151,16 @@ def main() -> None:
             if not r.ok:
                 sys.exit(f"probe of {name} failed: {r.status}: {r.error}")
             probes[name] = r.metrics["tokens_per_s"]
+            fixed = r.wall_s - r.metrics["tokens"] / probes[name]  # data, sizing, compiling, evaluation
+            overhead += fixed
             print(f"{stamp(started)} probe {name}: {probes[name]:,.0f} tok/s, MFU {r.metrics['mfu'] or 0:.1%}, "
-                  f"{r.wall_s:.0f} s for {r.metrics['tokens']:,} tokens", flush=True)
-        left = args.time_budget - (time.monotonic() - started)
+                  f"{r.wall_s:.0f} s for {r.metrics['tokens']:,} tokens ({fixed:.0f} s of it not training)",
+                  flush=True)
+        left = args.time_budget - (time.monotonic() - started) - overhead
         full_s = sum(rung.tokens / tps for tps in probes.values())
         scale = max(probe_scale, min(1.0, SAFETY * left / full_s))
         print(f"{stamp(started)} the full rung would take {full_s / 60:.1f} min of training for these designs; "
-              f"{left:.0f} s left: training {scale:.2%} of the rung's tokens", flush=True)
+              f"{left:.0f} s left for training: {scale:.2%} of the rung's tokens", flush=True)
 
     rows = []
     for name in designs:

@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,8 @@ from verifier.train import (KILL_ENV, PEAK_ENV, TRAIN_LOG, Checkpoints, TokenArr
                             gpu_peak_flops, lr_factor, param_groups, step_batch, train)
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(d_model=32, n_block=2, seq_len=32, batch_size=4, lr=3e-3, log_every=4)
+# compile off: on a CUDA machine "auto" would compile, and compiled kernels are not bit-exact with eager
+TINY = dict(d_model=32, n_block=2, seq_len=32, batch_size=4, lr=3e-3, log_every=4, compile="off")
 
 
 @pytest.fixture(autouse=True)
@@ -222,6 +224,49 @@ def test_resume_after_sigkill_is_bit_exact(source, shards, tmp_path):
     a = load_file(tmp_path / "whole" / "final" / "model.safetensors")
     b = load_file(tmp_path / "killed" / "final" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_failing_compile_falls_back_to_eager_and_auto_is_eager_on_cpu(gpt2, tokens, tmp_path, monkeypatch):
+    eager = train(build(gpt2), config(4, log_every=1, checkpoint_every=0), tokens, tmp_path / "eager")
+
+    def broken_compile(fn):
+        def compiled(*args, **kwargs):
+            raise RuntimeError("BackendCompilerFailed: backend='inductor' raised: no C++ compiler")
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    forced = train(build(gpt2), config(4, log_every=1, checkpoint_every=0, compile="on"), tokens, tmp_path / "forced")
+    events = [e for e in forced.log if e.get("event") in ("compile_failed", "compiled")]
+    assert len(events) == 1 and events[0]["step"] == 1 and "no C++ compiler" in events[0]["error"]
+    assert forced.status == "completed" and losses(forced) == losses(eager)  # the same steps, eager
+    assert forced.tokens_per_s > 0
+    if not torch.cuda.is_available():  # "auto" compiles on one CUDA device only
+        auto = train(build(gpt2), config(4, log_every=1, checkpoint_every=0, compile="auto"), tokens,
+                     tmp_path / "auto")
+        assert not [e for e in auto.log if e.get("event")] and losses(auto) == losses(eager)
+
+
+def test_the_compiling_step_is_left_out_of_throughput(gpt2, tokens, tmp_path, monkeypatch):
+    def slow_first_call(fn):
+        calls = []
+
+        def compiled(*args, **kwargs):
+            if not calls:
+                time.sleep(3.0)  # what compiling costs, once
+            calls.append(1)
+            return fn(*args, **kwargs)
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", slow_first_call)
+    result = train(build(gpt2), config(6, log_every=3, checkpoint_every=0, compile="on"), tokens, tmp_path)
+    compiled = [e for e in result.log if e.get("event") == "compiled"]
+    assert len(compiled) == 1 and compiled[0]["step"] == 1 and compiled[0]["seconds"] >= 3.0
+    window = [e for e in result.log if "event" not in e]
+    assert result.status == "completed" and len(window) == 2
+    # counted with the compiling step, 6 steps of 128 tokens would be under 768 / 3 = 256 tokens/s
+    assert result.tokens_per_s > 1000 and window[0]["tokens_per_s"] > 1000
+    with pytest.raises(ValueError, match="compile must be auto, on or off"):
+        config(4, compile="yes").validate()
 
 
 def test_gradient_accumulation_matches_the_full_batch(source, tokens, tmp_path):
