@@ -86,3 +86,35 @@ def test_calibrate_smoke(tmp_path):
                         scale=0.005)
     assert {r["rung"] for r in out["rows"]} == {"synthetic", "lm-xs", "lm-s"}
     assert out["correlations"] and (tmp_path / "calibration" / "cpu.md").exists()
+
+
+def test_calibration_table_shows_repeated_runs_as_their_mean_and_ranks_rungs(tmp_path):
+    from verifier.calibrate import summarize, to_markdown
+    from verifier.verify import RungResult
+
+    def lm(design, bpb, seed=0):
+        return RungResult(design, "lm-xs", seed, "ok", {"bpb": bpb, "tokens_per_s": 1000.0, "params": 500_000})
+
+    def synth(design, acc, seed=0):
+        return RungResult(design, "synthetic", seed, "ok", {"accuracy": {"in_context_recall": acc},
+                                                             "mean_accuracy": acc})
+
+    results = {
+        "synthetic": {"gpt2": [synth("gpt2", a, s) for s, a in enumerate((0.5, 1.0, 0.6))],
+                      "a": [synth("a", 0.9)], "b": [synth("b", 0.3)], "c": [synth("c", 0.8)]},
+        "lm-xs": {"gpt2": [lm("gpt2", 3.0, 0), lm("gpt2", 3.2, 1)], "a": [lm("a", 2.8)], "b": [lm("b", 3.5)],
+                  "c": [lm("c", 3.0)],
+                  "d": [RungResult("d", "lm-xs", 0, "failed", {}, "timeout: no result within 1200 s")]},
+    }
+    out = summarize("cpu", results, tmp_path)
+    rows = {(r["rung"], r["design"]): r for r in out["rows"]}
+    base = rows[("synthetic", "gpt2")]
+    assert base["runs"] == 3 and base["per_run"] == [0.5, 1.0, 0.6] and base["mean_accuracy"] == 0.7
+    assert base["fitness"] == 0.0 and rows[("synthetic", "a")]["fitness"] == 0.2
+    assert rows[("lm-xs", "gpt2")]["bpb"] == 3.1 and rows[("lm-xs", "a")]["fitness"] == round(0.3 / 3.1, 4)
+    assert rows[("lm-xs", "d")]["status"] == "failed" and "fitness" not in rows[("lm-xs", "d")]
+    # a, c, gpt2, b in the same order on both rungs
+    assert out["correlations"] == [{"from": "synthetic", "to": "lm-xs", "designs": 4, "spearman": 1.0}]
+    text = to_markdown(out)
+    assert "mean acc 0.700 (runs: 0.500, 1.000, 0.600)" in text and "timeout: no result" in text
+    assert (tmp_path / "calibration" / "cpu.md").read_text() == text

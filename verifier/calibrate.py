@@ -6,7 +6,9 @@ For each rung, every seed design is verified (the GPT-2 seed `repeats` times wit
 different training seeds, which measures the rung's noise); the last rung takes only
 `last_rung_seeds` designs (it is the expensive one). Fitness is computed per rung
 against GPT-2 (verifier.fitness), and the Spearman rank correlation of fitness between
-consecutive rungs says whether a cheap rung predicts the next one. Results land in
+consecutive rungs says whether a cheap rung predicts the next one. A design trained
+several times (the baseline) shows the mean of its runs, each run's figure beside it.
+Results land in
 the archive and in `RUN_DIR/calibration/LADDER.{md,json}`; a run killed midway picks
 up where it stopped (verifications already in the archive are reused).
 """
@@ -69,19 +71,25 @@ def summarize(ladder: str, results: dict, run_dir: Path) -> dict:
         base = [_metric_view(kind, r.metrics) for r in by_design.get(BASELINE, []) if r.ok]
         for name, runs in by_design.items():
             ok = [r for r in runs if r.ok]
-            row = {"design": name, "rung": rung_name, "status": runs[0].status, "runs": len(runs),
-                   "wall_s": round(statistics.mean(r.wall_s for r in runs), 1), "error": runs[0].error}
-            if ok and base:
-                score = rung_score(rung_name, kind, _metric_view(kind, ok[0].metrics), base)
-                row.update(fitness=round(score.fitness, 4), noise=round(score.noise, 4))
-                fitness.setdefault(rung_name, {})[name] = score.fitness
+            row = {"design": name, "rung": rung_name, "status": runs[0].status if not ok else "ok", "runs": len(runs),
+                   "wall_s": round(statistics.mean(r.wall_s for r in runs), 1),
+                   "error": next((r.error for r in runs if not r.ok), "")}
+            if ok and base:  # a design with several runs (the baseline): the mean of its runs' scores
+                scores = [rung_score(rung_name, kind, _metric_view(kind, r.metrics), base) for r in ok]
+                row.update(fitness=round(statistics.mean(s.fitness for s in scores), 4),
+                           noise=round(scores[0].noise, 4))
+                fitness.setdefault(rung_name, {})[name] = row["fitness"]
             if ok:
-                m = ok[0].metrics
                 if kind == "synthetic":
-                    row["accuracy"] = {t: round(a, 3) for t, a in m.get("accuracy", {}).items()}
-                    row["mean_accuracy"] = round(m.get("mean_accuracy", 0.0), 3)
+                    tasks = ok[0].metrics.get("accuracy", {})
+                    row["accuracy"] = {t: round(statistics.mean(r.metrics["accuracy"][t] for r in ok), 3)
+                                       for t in tasks}
+                    row["mean_accuracy"] = round(statistics.mean(r.metrics.get("mean_accuracy", 0.0) for r in ok), 3)
+                    row["per_run"] = [round(r.metrics.get("mean_accuracy", 0.0), 3) for r in ok]
                 else:
-                    row.update(bpb=round(m["bpb"], 4), tokens_per_s=round(m["tokens_per_s"]), params=m["params"])
+                    row.update(bpb=round(statistics.mean(r.metrics["bpb"] for r in ok), 4),
+                               tokens_per_s=round(statistics.mean(r.metrics["tokens_per_s"] for r in ok)),
+                               params=ok[0].metrics["params"], per_run=[round(r.metrics["bpb"], 4) for r in ok])
             table.append(row)
     names = list(results)
     correlations = []
@@ -102,10 +110,13 @@ def to_markdown(out: dict) -> str:
     lines = [f"# Calibration of the {out['ladder']} ladder", "",
              "| rung | design | status | fitness | noise | metrics | wall s |", "|---|---|---|---:|---:|---|---:|"]
     for r in out["rows"]:
+        runs = r.get("per_run") or []
+        spread = f" (runs: {', '.join(f'{v:.3f}' for v in runs)})" if len(runs) > 1 else ""
         if "accuracy" in r:
-            metrics = f"mean acc {r['mean_accuracy']:.3f}: " + ", ".join(f"{t} {a:.2f}" for t, a in r["accuracy"].items())
+            metrics = (f"mean acc {r['mean_accuracy']:.3f}{spread}: "
+                       + ", ".join(f"{t} {a:.2f}" for t, a in r["accuracy"].items()))
         elif "bpb" in r:
-            metrics = f"bpb {r['bpb']:.4f}, {r['tokens_per_s']:,} tok/s, {r['params']:,} params"
+            metrics = f"bpb {r['bpb']:.4f}{spread}, {r['tokens_per_s']:,} tok/s, {r['params']:,} params"
         else:
             metrics = r.get("error", "")[:80]
         fit = f"{r['fitness']:+.4f}" if "fitness" in r else ""
