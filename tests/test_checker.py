@@ -160,7 +160,13 @@ def test_auto_fixes_are_applied_then_checked():
 # ---------------------------------------------------------------- the seeds
 
 
-@pytest.mark.parametrize("name", seed_names())
+# One seed per family of token mixer in the default run (attention, SSM, linear attention, long
+# convolution); the other seeds' full checks (~15 s each) run with -m slow.
+DEFAULT_SEEDS = ("gpt2", "mamba2", "gla", "hyena")
+
+
+@pytest.mark.parametrize("name", [n if n in DEFAULT_SEEDS else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in seed_names()])
 def test_every_seed_passes_the_full_check(name):
     fixed, report = check_tree(load_seed(name), CheckOptions())
     assert report.ok, report.to_markdown()
