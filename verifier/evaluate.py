@@ -467,14 +467,20 @@ def _compact(results: dict) -> dict[str, dict[str, float]]:
     return out
 
 
+def _treat_as_offline(tasks: Sequence[str], hub_timeout: float) -> bool:
+    """Offline mode is set, or some task needs the Hub and no connection to it opens within
+    ``hub_timeout`` seconds: datasets then load from the local cache only."""
+    needs_hub = any(t not in OFFLINE_TASKS and not t.endswith(".yaml") for t in tasks)
+    return _hub_offline() or (needs_hub and not hub_reachable(hub_timeout))
+
+
 def prepare_tasks(tasks: Sequence[str], include_path: Iterable[str | Path] = (), hub_timeout: float = 3.0) -> dict:
     """Build every task once, here, so that its dataset is downloaded into the Hugging Face
     cache (or found there) before anything is trained; an unreachable dataset raises
     ``EvaluationError`` naming the task and the dataset. Returns ``{"offline": bool,
     "seconds": float}``. The ladder calls it before training a rung that has lm-eval tasks."""
-    tasks = [t for t in (tasks if not isinstance(tasks, str) else [tasks])]
-    needs_hub = any(t not in OFFLINE_TASKS and not t.endswith(".yaml") for t in tasks)
-    offline = _hub_offline() or (needs_hub and not hub_reachable(hub_timeout))
+    tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+    offline = _treat_as_offline(tasks, hub_timeout)
     start = time.perf_counter()
     with _offline_mode() if offline else _nullcontext():
         _load_tasks(_task_manager(tasks, include_path), tasks, offline)
@@ -524,8 +530,7 @@ def run_lm_eval(
     missing = [f for f in CHECKPOINT_FILES if not (checkpoint_dir / f).is_file()]
     if missing:
         raise EvaluationError(f"{checkpoint_dir} is not a checkpoint: missing {', '.join(missing)}")
-    needs_hub = any(t not in OFFLINE_TASKS and not t.endswith(".yaml") for t in tasks)
-    offline = _hub_offline() or (needs_hub and not hub_reachable(hub_timeout))
+    offline = _treat_as_offline(tasks, hub_timeout)
     start = time.perf_counter()
     with _offline_mode() if offline else _nullcontext():
         task_manager = _task_manager(tasks, include_path)

@@ -626,12 +626,12 @@ class _Run:
             try:
                 loss = self._forward_backward(tokens, self.micro)
             except Exception as exc:  # noqa: BLE001 - out-of-memory and compile failures are handled
-                if self.loss_fn is not None and not is_out_of_memory(exc):
-                    compile_error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-                elif not is_out_of_memory(exc):
-                    raise
-                else:
+                if is_out_of_memory(exc):
                     error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                elif self.loss_fn is not None:
+                    compile_error = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+                else:
+                    raise
             if compile_error is not None:  # the step again, eager: an error there is the design's own
                 self.loss_fn = None
                 self.opt.zero_grad(set_to_none=True)

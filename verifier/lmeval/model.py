@@ -121,6 +121,10 @@ class GenesysLM(TemplateLM):
             model = model.to(torch_dtype)
         self.model = model.to(self._device).eval()
         self.tok = tokenizer
+        self._settings(max_length, batch_size, max_batch_size, max_gen_toks)
+
+    def _settings(self, max_length, batch_size, max_batch_size, max_gen_toks) -> None:
+        """Context length (default: the checkpoint's seq_len), batch size and generation length."""
         self._max_length = int(max_length or self.config.get("seq_len") or DEFAULT_MAX_LENGTH)
         if self._max_length < 2:
             raise ValueError(f"genesys: max_length must be >= 2, got {self._max_length}")
@@ -304,11 +308,7 @@ class SandboxedGenesysLM(GenesysLM):
         self.model = None
         self._device_name = str(device or "cpu")
         self.dtype = dtype
-        self._max_length = int(max_length or self.config.get("seq_len") or DEFAULT_MAX_LENGTH)
-        if self._max_length < 2:
-            raise ValueError(f"genesys: max_length must be >= 2, got {self._max_length}")
-        self.batch_size = _batch_size(batch_size, max_batch_size)
-        self.max_gen_toks = int(max_gen_toks)
+        self._settings(max_length, batch_size, max_batch_size, max_gen_toks)
 
     def get_model_info(self) -> dict:
         return {"genesys_checkpoint": self.checkpoint, "genesys_max_length": self.max_length,
