@@ -221,6 +221,10 @@ def test_resume_after_sigkill_is_bit_exact(source, shards, tmp_path):
     assert [e["step"] for e in resumed.log] == [4, 8, 12, 16, 20, 24]  # no step logged twice
     lines = [json.loads(x) for x in (tmp_path / "killed" / TRAIN_LOG).read_text().splitlines()]
     assert [e["step"] for e in lines] == [4, 8, 12, 16, 20, 24]
+    # the clock goes on across the kill: the killed call's time up to its checkpoint counts
+    elapsed = [e["elapsed_s"] for e in lines]
+    assert elapsed == sorted(elapsed) and 0 < elapsed[1] <= resumed.prior_s < elapsed[2]
+    assert resumed.prior_s <= log[2]["elapsed_s"]  # the killed call's step-12 line came after it
     a = load_file(tmp_path / "whole" / "final" / "model.safetensors")
     b = load_file(tmp_path / "killed" / "final" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

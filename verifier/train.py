@@ -36,7 +36,7 @@ What a run does:
   ends the run with status "diverged" and the step; nothing is raised.
 - Checkpoints every `checkpoint_every` steps and at the end, under out_dir/checkpoints/
   step_NNNNNNNN (written into a `.tmp-*` folder, then renamed; the last 2 kept):
-  model, optimizer, scheduler, step, RNG state, the log. A run started on an out_dir
+  model, optimizer, scheduler, step, RNG state, the log, the wall time so far. A run started on an out_dir
   holding a complete checkpoint with the same fingerprint (config, model, data)
   resumes from it, bit-exact on CPU: the finished run equals an uninterrupted one.
   Checkpoints of another fingerprint are removed (the folder is one run's).
@@ -45,6 +45,8 @@ What a run does:
   (the TrainConfig, the name, the model's config) and out_dir/result.json. The log
   goes to out_dir/train_log.jsonl, one JSON object a line, as it is written (a
   watcher can follow it); entries with an "event" key are events, not log steps.
+  Their "elapsed_s" runs on across a resume: the killed call's time up to its last
+  checkpoint counts (TrainResult.prior_s), what it did after that is not known.
 - Throughput: tokens/s over each logging window (checkpoint and eval time left out),
   FLOPs per token counted once with designs.model.measure_flops (forward + backward,
   at seq_len), MFU against the device's peak: a table of bf16 dense peaks for known
@@ -199,6 +201,7 @@ class TrainResult:
     precision: str = ""  # "fp32" or "bf16", as run
     device: str = ""
     out_dir: str = ""
+    prior_s: float = 0.0  # wall time of the earlier calls this run resumed from, up to that checkpoint
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -537,7 +540,7 @@ class _Run:
         self.raw = self.acc.unwrap_model(self.model)
         self.loss_fn = self._compiled_loss(config.compile, cuda)
         torch.manual_seed(config.seed)  # training RNG (dropout) starts from the seed, whatever came before
-        self.step, self.resumed_from = 0, None
+        self.step, self.resumed_from, self.prior_s = 0, None, 0.0
         self._resume()
 
     def _compiled_loss(self, setting: str, cuda: bool):
@@ -569,7 +572,12 @@ class _Run:
                 "model": self.raw.state_dict(), "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict(), "rng": _rng_state(), "micro_batch_size": self.micro,
                 "log": self.log, "window": {k: v for k, v in self.window.items() if k in ("loss", "grad_norm")},
-                "config": self.cfg.to_dict()}
+                "config": self.cfg.to_dict(), "elapsed_s": self._elapsed()}
+
+    def _elapsed(self) -> float:
+        """Wall seconds of this run so far, the calls it resumed from included (up to the
+        checkpoint each was resumed at; the time a killed call spent after it is not known)."""
+        return round(self.prior_s + time.perf_counter() - self.t0, 3)
 
     def _resume(self) -> None:
         state = self.checkpoints.load_latest(self.fp, prune=self.main)
@@ -583,6 +591,7 @@ class _Run:
         self.sched.load_state_dict(state["scheduler"])
         _set_rng_state(state["rng"])
         self.step = self.resumed_from = int(state["step"])
+        self.prior_s = float(state.get("elapsed_s", 0.0))  # checkpoints written before it was kept: 0
         self.micro = min(self.micro, int(state["micro_batch_size"]))
         self.log = list(state["log"])
         self.window["loss"] = list(state["window"]["loss"])
@@ -762,7 +771,7 @@ class _Run:
             model_flops_per_token=self.flops_per_token, mfu=mfu, peak_flops=self.peak, log=self.log,
             resumed_from=self.resumed_from, micro_batch_size=self.micro, reason=reason, val_loss=val_loss,
             total_steps=self.total, precision=self.precision, device=str(self.acc.device),
-            out_dir=str(self.out_dir))
+            out_dir=str(self.out_dir), prior_s=round(self.prior_s, 3))
         if self.main:
             _write_json(self.out_dir / "result.json", result.to_dict())
         return result
@@ -775,7 +784,7 @@ class _Run:
         entry = {"step": self.step, "tokens": self.step * self.cfg.tokens_per_step,
                  "loss": sum(w["loss"]) / len(w["loss"]), "grad_norm": sum(w["grad_norm"]) / len(w["grad_norm"]),
                  "lr": lr, "tokens_per_s": tps, "mfu": mfu, "micro_batch_size": self.micro,
-                 "total_steps": self.total, "elapsed_s": round(time.perf_counter() - self.t0, 3)}
+                 "total_steps": self.total, "elapsed_s": self._elapsed()}
         self.window = {"loss": [], "grad_norm": [], "tokens": 0, "time": 0.0}
         return entry
 

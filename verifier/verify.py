@@ -41,9 +41,10 @@ class RungResult:
     status: str  # "ok" | "check_failed" | "diverged" | "failed"
     metrics: dict = field(default_factory=dict)
     error: str = ""
-    wall_s: float = 0.0
+    wall_s: float = 0.0  # this verification's wall time, earlier killed attempts it resumed included
     out_dir: str = ""
     config: dict = field(default_factory=dict)
+    prior_s: float = 0.0  # of wall_s, the training time of those earlier attempts
 
     @property
     def ok(self) -> bool:
@@ -133,7 +134,7 @@ def verify_design(tree: UnitTree, ladder: str, rung_name: str, run_dir: str | os
         corpus_fp, tokenizer_fp = "synthetic-quick", "task-vocab"
     else:
         result, corpus_fp, tokenizer_fp = _lm(tree, source, rung, seed, out_dir, cache_dir, progress, threads)
-    result.wall_s = round(time.monotonic() - started, 2)
+    result.wall_s = round(time.monotonic() - started + result.prior_s, 2)
     result.out_dir = str(out_dir)
     if archive is not None and result.status in ("ok", "diverged"):
         archive.record_verification(
@@ -203,6 +204,7 @@ def _lm(tree, source, rung, seed, out_dir, cache_dir, progress, threads):
         return RungResult(tree.name, rung.name, seed, status, {}, _sandbox_failure(result),
                           config=identity), corpus_fp, tokenizer_fp
     r = result.payload
+    prior = float(r.get("prior_s") or 0.0)
     val = r.get("val_loss")
     bpb = val / (math.log(2) * valid.bytes_per_token) if val is not None else None
     metrics = {"bpb": bpb, "val_loss": val, "train_loss": r["final_loss"], "tokens": r["tokens"],
@@ -211,14 +213,14 @@ def _lm(tree, source, rung, seed, out_dir, cache_dir, progress, threads):
                "d_model": size["d_model"], "n_block": size["n_block"]}
     if r["status"] == "diverged":
         return RungResult(tree.name, rung.name, seed, "diverged", metrics, r.get("reason", "diverged"),
-                          config=identity), corpus_fp, tokenizer_fp
+                          config=identity, prior_s=prior), corpus_fp, tokenizer_fp
     if r["status"] != "completed" or bpb is None:
         return RungResult(tree.name, rung.name, seed, "failed", metrics, r.get("reason") or "no validation loss",
-                          config=identity), corpus_fp, tokenizer_fp
+                          config=identity, prior_s=prior), corpus_fp, tokenizer_fp
     if rung.eval_suite:
         metrics.update(_benchmarks(tree, source, rung, out_dir, tokenizer, _train_limits(rung, size, threads),
                                    progress))
-    return RungResult(tree.name, rung.name, seed, "ok", metrics, config=identity), corpus_fp, tokenizer_fp
+    return RungResult(tree.name, rung.name, seed, "ok", metrics, config=identity, prior_s=prior), corpus_fp, tokenizer_fp
 
 
 def _benchmarks(tree, source, rung, out_dir, tokenizer, limits, progress) -> dict:
