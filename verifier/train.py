@@ -36,9 +36,10 @@ What a run does:
   ends the run with status "diverged" and the step; nothing is raised.
 - Checkpoints every `checkpoint_every` steps and at the end, under out_dir/checkpoints/
   step_NNNNNNNN (written into a `.tmp-*` folder, then renamed; the last 2 kept):
-  model, optimizer, scheduler, step, RNG state, the log, the wall time so far. A run started on an out_dir
-  holding a complete checkpoint with the same fingerprint (config, model, data)
-  resumes from it, bit-exact on CPU: the finished run equals an uninterrupted one.
+  model, optimizer, scheduler, step, RNG state, the log, the wall time so far. A run
+  started on an out_dir holding a complete checkpoint with the same fingerprint (config,
+  model, data) resumes from it, bit-exact on CPU: the finished run equals an
+  uninterrupted one.
   Checkpoints of another fingerprint are removed (the folder is one run's).
 - At the end: out_dir/final/model.safetensors (weights only, the tied embedding
   stored once; `safetensors.torch.load_model` reads it), out_dir/final/config.json
@@ -771,7 +772,7 @@ class _Run:
             model_flops_per_token=self.flops_per_token, mfu=mfu, peak_flops=self.peak, log=self.log,
             resumed_from=self.resumed_from, micro_batch_size=self.micro, reason=reason, val_loss=val_loss,
             total_steps=self.total, precision=self.precision, device=str(self.acc.device),
-            out_dir=str(self.out_dir), prior_s=round(self.prior_s, 3))
+            out_dir=str(self.out_dir), prior_s=self.prior_s)
         if self.main:
             _write_json(self.out_dir / "result.json", result.to_dict())
         return result

@@ -204,7 +204,7 @@ def _lm(tree, source, rung, seed, out_dir, cache_dir, progress, threads):
         return RungResult(tree.name, rung.name, seed, status, {}, _sandbox_failure(result),
                           config=identity), corpus_fp, tokenizer_fp
     r = result.payload
-    prior = float(r.get("prior_s") or 0.0)
+    prior = r["prior_s"]  # training time of killed attempts this one resumed
     val = r.get("val_loss")
     bpb = val / (math.log(2) * valid.bytes_per_token) if val is not None else None
     metrics = {"bpb": bpb, "val_loss": val, "train_loss": r["final_loss"], "tokens": r["tokens"],
@@ -220,7 +220,8 @@ def _lm(tree, source, rung, seed, out_dir, cache_dir, progress, threads):
     if rung.eval_suite:
         metrics.update(_benchmarks(tree, source, rung, out_dir, tokenizer, _train_limits(rung, size, threads),
                                    progress))
-    return RungResult(tree.name, rung.name, seed, "ok", metrics, config=identity, prior_s=prior), corpus_fp, tokenizer_fp
+    return (RungResult(tree.name, rung.name, seed, "ok", metrics, config=identity, prior_s=prior),
+            corpus_fp, tokenizer_fp)
 
 
 def _benchmarks(tree, source, rung, out_dir, tokenizer, limits, progress) -> dict:
